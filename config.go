@@ -1,8 +1,30 @@
 // Package ratls makes TLS connections to services in Intel TDX trust domains
 // (dstack CVMs) that prove, inside the handshake, what code the server runs.
 //
-// CONTRACT SKELETON: exported names and signatures below are shared with
-// other packages (adapters, ratlstest, cmd). Bodies are being written.
+// A dstack RA-TLS certificate carries a TDX quote whose REPORTDATA is
+// SHA-512("ratls-cert:" || SubjectPublicKeyInfo): the hardware signs the
+// trust domain's measurements and the key that terminates TLS. A Client
+// checks all of it in the handshake's VerifyConnection hook, before the
+// handshake completes, so no application data is ever sent to a server that
+// has not proved what it is:
+//
+//  1. the leaf certificate is within its validity period;
+//  2. the quote is read from extension .1.8 (or the legacy .1.1);
+//  3. REPORTDATA binds the certificate's public key (a quote copied from
+//     another certificate fails here, before any expensive work);
+//  4. the Verifier checks the quote's signatures and collateral (DCAP by
+//     default);
+//  5. the Policy is applied: MRTD allowlist, debug TDs, TCB status, app
+//     identity pins (compose hash, app id) read from the event log, which
+//     must replay to the quote's RTMR3.
+//
+// X.509 chain validation plays no part: dstack certificates are issued by a
+// per-app CA, and trust comes from the quote.
+//
+// The client side presents its own dstack-issued certificate (mutual
+// RA-TLS), obtained from the local guest agent and renewed in the
+// background. Server is the other side: it serves a certificate from the
+// agent and verifies its clients' attestations with the same machinery.
 package ratls
 
 import (
@@ -17,6 +39,9 @@ import (
 
 // Verifier verifies a TDX quote's signatures, certificate chain and
 // collateral. *dcap.Verifier implements it; so does NoopVerifier.
+//
+// The returned verdict must carry the TCB status: an empty status is refused
+// (except from NoopVerifier). A Verifier must be safe for concurrent use.
 type Verifier interface {
 	VerifyQuote(ctx context.Context, quote []byte) (*tdx.Verdict, error)
 }
@@ -25,23 +50,33 @@ type Verifier interface {
 // any genuine, non-debug TD whose TCB status is UpToDate or
 // SWHardeningNeeded, whatever code it runs: pin MRTDs and ComposeHashes in
 // production.
+//
+// Every list is checked when the Client or Server is built: malformed
+// entries are an error wrapping ErrConfig, never silently ignored.
 type Policy struct {
 	// MRTDs is the allowlist of TD measurements (hex, 96 digits, with or
 	// without 0x, any case). Empty: any MRTD (a warning is logged once).
+	// The MRTD identifies the dstack OS image, not the app: every app on
+	// one image shares it.
 	MRTDs []string
 	// ComposeHashes pins the app's compose hash (hex, 64 digits), read from
-	// the RTMR3 event log. Empty: not checked.
+	// the RTMR3 event log. Empty: not checked. When set, a peer whose event
+	// log is missing or does not replay to its quote's RTMR3 is refused.
 	ComposeHashes []string
-	// AppIDs pins the dstack app id (hex, 40 digits). Empty: not checked.
+	// AppIDs pins the dstack app id (hex, 40 digits), read from the RTMR3
+	// event log like ComposeHashes. Empty: not checked.
 	AppIDs []string
-	// AcceptTCBStatuses lists the acceptable TCB statuses. Nil: UpToDate and
-	// SWHardeningNeeded. Danger: OutOfDate platforms miss security fixes.
+	// AcceptTCBStatuses lists the acceptable TCB statuses. Empty:
+	// UpToDate and SWHardeningNeeded. Danger: OutOfDate platforms miss
+	// security fixes.
 	AcceptTCBStatuses []tdx.TCBStatus
 	// AllowDebugMode accepts debug TDs. Danger: a debug TD's memory is open
 	// to the host; never in production.
 	AllowDebugMode bool
 	// AllowSimulator accepts a certificate with no quote at all, without
-	// verifying the server. Danger: development only; warned loudly once.
+	// verifying the peer (the Report says Simulated). A certificate that
+	// does carry a quote is still fully verified. Danger: development only;
+	// warned loudly once.
 	AllowSimulator bool
 }
 
@@ -52,41 +87,59 @@ type Config struct {
 	// Policy is applied to every server.
 	Policy Policy
 	// Verifier verifies quotes. Nil: DCAP with Intel's pinned root and
-	// collateral from Intel PCS (dcap.New with zero Options).
+	// collateral from Intel PCS (dcap.New with zero Options, but Now and
+	// Logger from this Config).
 	Verifier Verifier
 	// ClientCertificate, if set, is presented instead of one from the
-	// dstack guest agent (no agent is contacted).
+	// dstack guest agent (no agent is contacted). It is presented only to
+	// servers that ask for a client certificate.
 	ClientCertificate *tls.Certificate
 	// DstackEndpoint overrides agent discovery (an http URL or a socket
-	// path). Empty: DSTACK_SIMULATOR_ENDPOINT, then the standard sockets.
+	// path). Empty: DSTACK_SIMULATOR_ENDPOINT, then the standard sockets
+	// /var/run/dstack.sock, /run/dstack.sock, /var/run/dstack/dstack.sock
+	// and /run/dstack/dstack.sock.
 	DstackEndpoint string
 	// CertificateMaxAge renews the client certificate once it is this old,
-	// even if still valid. Zero: renewal only nears expiry.
+	// even if still valid. Zero: renewal at two thirds of its lifetime.
 	CertificateMaxAge time.Duration
 	// CacheTTL bounds how long a verified server certificate is trusted
 	// without re-verifying its quote. Zero: 10 minutes. Negative: no cache.
+	// An entry never outlives the certificate or the verdict's ValidUntil.
 	CacheTTL time.Duration
-	// HandshakeTimeout bounds the TCP connect and TLS handshake of Dial.
-	// Zero: 30 seconds.
+	// HandshakeTimeout bounds the TCP connect and TLS handshake of Dial,
+	// and the attestation checks of handshakes driven by others (TLSConfig,
+	// VerifyConnection). Zero: 30 seconds.
 	HandshakeTimeout time.Duration
 	// Logger receives warnings (insecure settings) and renewal failures.
 	// Nil: slog.Default().
 	Logger *slog.Logger
 	// Now is the clock. Nil: time.Now.
 	Now func() time.Time
+
+	// hooks replaces machine-dependent parts in tests.
+	hooks *hooks
 }
 
-// Report is what was verified about a peer.
+// Report is what was verified about a peer. Measurements are raw bytes;
+// print them with %x.
 type Report struct {
+	// QuoteVersion is 4 or 5.
 	QuoteVersion uint16
-	MRTD         [48]byte
-	RTMR         [4][48]byte
+	// MRTD measures the TD's initial memory: the dstack OS image.
+	MRTD [48]byte
+	// RTMR are the runtime measurement registers; RTMR[3] holds the app's
+	// runtime events.
+	RTMR [4][48]byte
+	// ReportData is SHA-512("ratls-cert:" || the peer's public key).
 	ReportData   [64]byte
 	TDAttributes [8]byte
-	Debug        bool
-	TCBStatus    tdx.TCBStatus
-	AdvisoryIDs  []string
-	FMSPC        string
+	// Debug is the TD's debug bit (set only if Policy.AllowDebugMode).
+	Debug bool
+	// TCBStatus, AdvisoryIDs and FMSPC come from the verifier's verdict
+	// (empty with NoopVerifier).
+	TCBStatus   tdx.TCBStatus
+	AdvisoryIDs []string
+	FMSPC       string
 	// App is the app identity, set only when the event log replays to the
 	// quote's RTMR3.
 	App *ext.AppIdentity
@@ -95,39 +148,30 @@ type Report struct {
 	// Simulated is true when the peer presented no quote and AllowSimulator
 	// let it through: nothing else in the report is meaningful.
 	Simulated bool
-	// VerifiedAt is when the quote was verified; ValidUntil when the
-	// verification stops holding (collateral, certificate, cache TTL).
+	// VerifiedAt is when the quote was verified (a cached verification
+	// keeps its time); ValidUntil when the verification stops holding: the
+	// earliest of the certificate's expiry, the verdict's ValidUntil
+	// (collateral) and the end of the cache TTL.
 	VerifiedAt time.Time
 	ValidUntil time.Time
 }
 
-// Client dials attested servers. It is safe for concurrent use.
-type Client struct{}
-
-// NewClient checks cfg, obtains the client certificate (from the guest agent
-// unless cfg.ClientCertificate is set; ErrMissingDstackSocket if none is
-// reachable), and starts its renewal.
-func NewClient(ctx context.Context, cfg Config) (*Client, error) { panic("unimplemented") }
-
-// TLSConfig returns a client tls.Config for serverName whose
-// VerifyConnection hook performs the attestation checks.
-func (c *Client) TLSConfig(serverName string) *tls.Config { panic("unimplemented") }
-
-// DialContext connects to addr and completes an attested TLS handshake; the
-// ClientHello is the first byte on the wire.
-func (c *Client) DialContext(ctx context.Context, network, addr string) (*tls.Conn, error) {
-	panic("unimplemented")
+// clone returns a deep copy, so that callers cannot alter a cached report.
+func (r *Report) clone() *Report {
+	c := *r
+	c.AdvisoryIDs = append([]string(nil), r.AdvisoryIDs...)
+	if r.App != nil {
+		app := ext.AppIdentity{
+			AppID:       append([]byte(nil), r.App.AppID...),
+			ComposeHash: append([]byte(nil), r.App.ComposeHash...),
+			InstanceID:  append([]byte(nil), r.App.InstanceID...),
+			OSImageHash: append([]byte(nil), r.App.OSImageHash...),
+			KeyProvider: append([]byte(nil), r.App.KeyProvider...),
+		}
+		c.App = &app
+	}
+	return &c
 }
-
-// Report returns the verified report of a connection made by c.
-func (c *Client) Report(conn *tls.Conn) (*Report, bool) { panic("unimplemented") }
-
-// VerifyConnection runs the attestation checks on a completed handshake's
-// state. Adapters that drive the handshake themselves (gRPC) call it.
-func (c *Client) VerifyConnection(cs tls.ConnectionState) (*Report, error) { panic("unimplemented") }
-
-// Close stops certificate renewal.
-func (c *Client) Close() error { panic("unimplemented") }
 
 // ServerConfig configures a Server: the server side of RA-TLS, run inside a
 // CVM (sidecars, attested gRPC servers).
@@ -138,7 +182,7 @@ type ServerConfig struct {
 	Verifier Verifier
 	// InsecureSkipClientAttestation requires a client certificate but does
 	// not verify its attestation. Danger: any client with a certificate
-	// gets in.
+	// gets in. A warning is logged when the Server is built.
 	InsecureSkipClientAttestation bool
 	// Certificate, if set, is served instead of one from the guest agent.
 	Certificate *tls.Certificate
@@ -151,23 +195,7 @@ type ServerConfig struct {
 	// Subject and AltNames go into the served certificate.
 	Subject  string
 	AltNames []string
+
+	// hooks replaces machine-dependent parts in tests.
+	hooks *hooks
 }
-
-// Server serves RA-TLS. It is safe for concurrent use.
-type Server struct{}
-
-// NewServer obtains the server certificate and starts its renewal.
-func NewServer(ctx context.Context, cfg ServerConfig) (*Server, error) { panic("unimplemented") }
-
-// TLSConfig returns the server tls.Config.
-func (s *Server) TLSConfig() *tls.Config { panic("unimplemented") }
-
-// Report returns the verified report of a client connection (nil, false if
-// attestation was skipped or the handshake has not completed).
-func (s *Server) Report(conn *tls.Conn) (*Report, bool) { panic("unimplemented") }
-
-// VerifyConnection runs the client attestation checks on a handshake state.
-func (s *Server) VerifyConnection(cs tls.ConnectionState) (*Report, error) { panic("unimplemented") }
-
-// Close stops certificate renewal.
-func (s *Server) Close() error { panic("unimplemented") }

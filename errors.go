@@ -9,13 +9,24 @@ import (
 )
 
 // Sentinel errors, one per stage at which an attested connection can fail.
-// Every error the package returns wraps exactly one of them, and drivers that
-// wrap errors (pgx, database/sql, grpc) keep them matchable with errors.Is.
+// Every attestation, agent or configuration failure the package returns
+// wraps exactly one of them (plus, where there is one, the underlying
+// package's sentinel: ext, dcap, or the Verifier's own error). crypto/tls
+// returns a VerifyConnection error unchanged from Handshake, and drivers that
+// wrap errors with %w (pgx, database/sql, grpc) keep them matchable with
+// errors.Is. Plain network failures and the caller's own context
+// cancellation are returned without a ratls sentinel.
+//
+// The peer only ever learns a generic TLS alert (bad_certificate); the
+// details stay in the local error.
 var (
+	// ErrConfig: a Config, ServerConfig or Policy is invalid (malformed
+	// hex, wrong measurement length, unknown TCB status, ...).
+	ErrConfig = errors.New("ratls: invalid configuration")
 	// ErrNoPeerCertificate: the peer presented no certificate.
 	ErrNoPeerCertificate = errors.New("ratls: peer presented no certificate")
-	// ErrCertificateValidity: the peer's certificate is outside its validity
-	// period.
+	// ErrCertificateValidity: the peer's leaf certificate is outside its
+	// validity period (NotBefore/NotAfter), checked against Config.Now.
 	ErrCertificateValidity = errors.New("ratls: peer certificate not valid at this time")
 	// ErrNoQuote: the peer's certificate carries no TDX quote (and
 	// AllowSimulator is off).
@@ -27,7 +38,8 @@ var (
 	// public key. The quote was made for another key: a copied quote.
 	ErrKeyBinding = errors.New("ratls: quote does not bind the certificate key")
 	// ErrQuoteInvalid: the verifier rejected the quote (signature, chain,
-	// collateral).
+	// collateral). The verifier's error is wrapped too, so that for example
+	// errors.Is(err, dcap.ErrCollateralExpired) holds.
 	ErrQuoteInvalid = errors.New("ratls: quote verification failed")
 	// ErrDebugMode: the peer is a debug TD and AllowDebugMode is off.
 	ErrDebugMode = errors.New("ratls: peer is a debug TD")
@@ -43,13 +55,18 @@ var (
 	// ErrMissingDstackSocket: no dstack guest agent endpoint is reachable
 	// (DSTACK_SIMULATOR_ENDPOINT unset and none of the sockets exist).
 	ErrMissingDstackSocket = errors.New("ratls: no dstack guest agent socket")
-	// ErrAgent: the dstack guest agent failed to issue a certificate.
+	// ErrAgent: the dstack guest agent failed to issue a certificate (at
+	// NewClient/NewServer, or in a handshake whose certificate has expired
+	// and could not be renewed).
 	ErrAgent = errors.New("ratls: dstack guest agent request failed")
-	// ErrHandshakeTimeout: the TLS handshake did not finish in time.
+	// ErrHandshakeTimeout: the TCP connect and TLS handshake of Dial did not
+	// finish within Config.HandshakeTimeout. It is distinct from the
+	// attestation errors; it also wraps context.DeadlineExceeded.
 	ErrHandshakeTimeout = errors.New("ratls: handshake timed out")
 )
 
-// TCBStatusError reports a TCB status that the policy does not accept.
+// TCBStatusError reports a TCB status that the policy does not accept. An
+// empty Status means the verifier reported none.
 type TCBStatusError struct {
 	Status      tdx.TCBStatus
 	AdvisoryIDs []string

@@ -2,13 +2,16 @@
 // extensions that dstack puts in RA-TLS certificates: the TDX quote, the
 // attestation envelope, the event log and the app identity they carry.
 //
-// CONTRACT SKELETON: names and signatures below are shared with other
-// packages. Bodies are being written; keep the exported API stable.
+// Nothing this package returns is trusted by itself. The quote must be
+// verified (package dcap), and the event log must replay to the quote's
+// RTMRs (Replay, VerifiedAppIdentity) before any event is believed.
+//
+// Every parser here reads attacker-controlled bytes: inputs are size-capped,
+// every length is checked against the bytes that remain before anything is
+// allocated, every byte must be consumed, and no input makes them panic.
 package ext
 
 import (
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
 )
@@ -38,6 +41,32 @@ var (
 // RTMR3 at run time.
 const RuntimeEventType = 0x08000001
 
+// Limits on untrusted input. Real envelopes are about 10 KB with a few dozen
+// events; the caps only stop a hostile peer from making us allocate or scan
+// without bound.
+const (
+	// MaxEnvelopeSize caps a .1.8 envelope and a .1.2 JSON event log, as
+	// upstream dstack does.
+	MaxEnvelopeSize = 10 << 20
+	// MaxEvents caps the entries of one event list (boot event log, runtime
+	// events, or a JSON event log).
+	MaxEvents = 4096
+)
+
+// Envelope encodings understood by MarshalEnvelope, and recorded in
+// Attestation.Envelope by the parsers.
+const (
+	EnvelopeV0     = 0  // SCALE
+	EnvelopeV1     = 1  // msgpack
+	EnvelopeLegacy = -1 // no envelope: legacy .1.1 quote (+ .1.2 JSON event log)
+)
+
+// Stack kinds of a V1 envelope.
+const (
+	StackDstack    = "dstack"
+	StackDstackPod = "dstack-pod"
+)
+
 // Event is one event-log entry. Runtime events (IMR 3, EventType
 // RuntimeEventType) are measured as
 // SHA-384(u32le(EventType) || ":" || Event || ":" || Payload).
@@ -49,6 +78,10 @@ type Event struct {
 	Payload   []byte
 }
 
+// IsRuntime reports whether e is a dstack runtime event, whose digest is
+// recomputed from its name and payload rather than taken from Digest.
+func (e *Event) IsRuntime() bool { return e.EventType == RuntimeEventType }
+
 // Attestation is what a certificate (or a standalone envelope) says about the
 // TD that owns it. Nothing in it is verified: the quote must be verified and
 // the event log replayed against it before any field is trusted.
@@ -56,9 +89,14 @@ type Attestation struct {
 	// Quote is the raw TDX quote.
 	Quote []byte
 	// SourceOID is the extension the quote was read from (.1.8 or .1.1).
+	// ParseEnvelope leaves it nil.
 	SourceOID asn1.ObjectIdentifier
 	// Events is the event log: boot events (IMR 0-2) and runtime events
 	// (IMR 3), in log order. Empty when the certificate carries none.
+	//
+	// An envelope carries the runtime events twice, inside the event log and
+	// in a list of their own; the parsers require both copies to agree and
+	// return them once, here.
 	Events []Event
 	// ReportData is the envelope's copy of REPORTDATA (V0/V1 only; nil for
 	// legacy .1.1 certificates).
@@ -71,56 +109,45 @@ type Attestation struct {
 	Usage string
 	// AppInfo is the raw msgpack .1.9 extension value, if present.
 	AppInfo []byte
+
+	// Envelope is the encoding the quote was read from: EnvelopeV0,
+	// EnvelopeV1 or EnvelopeLegacy.
+	Envelope int
+	// Stack is the stack kind of a V1 envelope (StackDstack or
+	// StackDstackPod); empty otherwise.
+	Stack string
+	// ReportDataPayload is the report_data_payload of a V1 "dstack-pod"
+	// envelope; empty otherwise.
+	ReportDataPayload string
 }
 
 // AppIdentity is the application identity measured into RTMR3.
 type AppIdentity struct {
 	AppID       []byte // 20 bytes
 	ComposeHash []byte // 32 bytes
-	InstanceID  []byte // 20 bytes
-	OSImageHash []byte // 32 bytes
+	InstanceID  []byte // 20 bytes, or empty when the app runs without one
+	OSImageHash []byte // 32 bytes, or empty on images that do not measure it
 	KeyProvider []byte // raw payload of the key-provider event, if any
 }
 
-// FromCertificate extracts the attestation from cert's dstack extensions.
-// It prefers .1.8 and falls back to .1.1 (+.1.2); if both are present they
-// must carry the same quote. It returns an error wrapping ErrNoQuote,
-// ErrMalformed or ErrQuoteMismatch.
-func FromCertificate(cert *x509.Certificate) (*Attestation, error) { panic("unimplemented") }
-
-// ParseEnvelope parses a .1.8 attestation envelope (V0 SCALE or V1 msgpack).
-func ParseEnvelope(b []byte) (*Attestation, error) { panic("unimplemented") }
-
-// ParseEventLogJSON parses the legacy .1.2 JSON event log.
-func ParseEventLogJSON(b []byte) ([]Event, error) { panic("unimplemented") }
-
-// RuntimeEventDigest is the digest dstack extends into RTMR3 for a runtime
-// event.
-func RuntimeEventDigest(name string, payload []byte) [48]byte { panic("unimplemented") }
-
-// Replay recomputes RTMR imr (0-3) from events, recomputing the digests of
-// runtime events.
-func Replay(events []Event, imr int) ([48]byte, error) { panic("unimplemented") }
-
-// VerifiedAppIdentity returns the app identity carried by the runtime events
-// if and only if they replay to rtmr3 (the RTMR3 of a verified quote);
-// otherwise an error wrapping ErrReplayMismatch.
-func VerifiedAppIdentity(events []Event, rtmr3 [48]byte) (*AppIdentity, error) {
-	panic("unimplemented")
+// extensionNames label OIDs in error messages.
+var extensionNames = []struct {
+	oid  asn1.ObjectIdentifier
+	name string
+}{
+	{OIDTDXQuote, "TDX quote"},
+	{OIDEventLog, "event log"},
+	{OIDAppID, "app id"},
+	{OIDCertUsage, "certificate usage"},
+	{OIDAttestation, "attestation envelope"},
+	{OIDAppInfo, "app info"},
 }
 
-// Envelope encodings understood by MarshalEnvelope.
-const (
-	EnvelopeV0 = 0 // SCALE
-	EnvelopeV1 = 1 // msgpack
-)
-
-// MarshalEnvelope encodes a as a .1.8 envelope of the given version. It is
-// for test authorities (package ratlstest) that mint certificates.
-func MarshalEnvelope(a *Attestation, version int) ([]byte, error) { panic("unimplemented") }
-
-// Extensions returns the certificate extensions carrying a: .1.8 (V0) when
-// legacy is false, .1.1 and .1.2 when it is true; plus .1.3/.1.4/.1.9 when
-// the corresponding fields are set. Each value is wrapped in an OCTET STRING
-// as dstack does.
-func Extensions(a *Attestation, legacy bool) ([]pkix.Extension, error) { panic("unimplemented") }
+func oidName(oid asn1.ObjectIdentifier) string {
+	for _, n := range extensionNames {
+		if n.oid.Equal(oid) {
+			return oid.String() + " (" + n.name + ")"
+		}
+	}
+	return oid.String()
+}

@@ -1,0 +1,296 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/teesql/ratls"
+	"github.com/teesql/ratls/dcap"
+	"github.com/teesql/ratls/tdx"
+)
+
+const verifyQuoteHelp = `
+Verifies a TDX quote with Intel DCAP (quote and QE report signatures, PCK
+chain to the trusted root, CRLs, TCB info and QE identity) and applies the
+same policy a ratls connection would: TCB status, debug bit, MRTD allowlist.
+The quote file holds the raw quote or its hex text.
+
+Collateral comes from --collateral (QuoteCollateralV3 JSON, as written by
+'ratls fetch-collateral'; no network access) or else from --pccs. --at
+verifies as of another time (collateral expiry, certificate validity).
+
+A bare quote carries no event log: --compose-hash and --app-id cannot be
+established from it and make the quote rejected; --allow-simulator has no
+effect here.
+
+--json prints one object with the keys accepted (bool), error, tcb_status,
+advisory_ids, fmspc, quote_version, mrtd, td_attributes, debug (hex lower
+case without 0x; error is empty when accepted).
+
+Exit status: 0 when the quote is accepted; 1 when it is not or on error; 2 on
+bad usage.
+`
+
+// quoteResult is the JSON output of verify-quote. Its keys are an interface.
+type quoteResult struct {
+	Accepted     bool     `json:"accepted"`
+	Error        string   `json:"error"`
+	TCBStatus    string   `json:"tcb_status"`
+	AdvisoryIDs  []string `json:"advisory_ids"`
+	FMSPC        string   `json:"fmspc"`
+	QuoteVersion uint16   `json:"quote_version"`
+	MRTD         string   `json:"mrtd"`
+	TDAttributes string   `json:"td_attributes"`
+	Debug        bool     `json:"debug"`
+}
+
+func (c *cli) verifyQuote(ctx context.Context, args []string) error {
+	fs := c.flagSet("verify-quote", "--quote FILE [flags]", verifyQuoteHelp)
+	var (
+		quoteFile = fs.String("quote", "", "the quote `FILE` (binary or hex text); required")
+		collFile  = fs.String("collateral", "", "collateral `FILE` (QuoteCollateralV3 JSON); default: fetch from --pccs")
+		at        = fs.String("at", "", "verify as of `TIME` (RFC 3339); default now")
+		jsonOut   = fs.Bool("json", false, "print JSON")
+		timeout   = fs.Duration("timeout", 30*time.Second, "bound on fetching collateral")
+		pf        policyFlags
+	)
+	pf.register(fs, c.getenv)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *quoteFile == "" {
+		return usagef("--quote is required")
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	pol, err := pf.policy()
+	if err != nil {
+		return err
+	}
+	now := time.Now
+	if *at != "" {
+		t, err := time.Parse(time.RFC3339, *at)
+		if err != nil {
+			return usagef("--at: %v", err)
+		}
+		now = func() time.Time { return t }
+	}
+	quote, err := readQuote(*quoteFile)
+	if err != nil {
+		return err
+	}
+	var coll *dcap.Collateral
+	if *collFile != "" {
+		if coll, err = readCollateral(*collFile); err != nil {
+			return err
+		}
+	}
+	v, err := pf.verifier(now, c.warnLogger())
+	if err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	var verdict *tdx.Verdict
+	if coll != nil {
+		verdict, err = v.VerifyWithCollateral(ctx, quote, coll, now())
+	} else {
+		verdict, err = v.VerifyQuote(ctx, quote)
+	}
+	if err == nil {
+		err = checkVerdict(pol, verdict)
+	}
+
+	res := quoteResult{AdvisoryIDs: []string{}, Accepted: err == nil}
+	if err != nil {
+		res.Error = oneLine(err.Error())
+	}
+	// Show what the quote says even when it was rejected.
+	if q, perr := tdx.ParseQuote(quote); perr == nil {
+		res.QuoteVersion = q.Header.Version
+		res.MRTD = hexs(q.Body.MRTD[:])
+		res.TDAttributes = hexs(q.Body.TDAttributes[:])
+		res.Debug = q.Body.Debug()
+	}
+	if verdict != nil {
+		res.TCBStatus = string(verdict.TCBStatus)
+		res.FMSPC = verdict.FMSPC
+		if verdict.AdvisoryIDs != nil {
+			res.AdvisoryIDs = verdict.AdvisoryIDs
+		}
+	}
+	if *jsonOut {
+		if err := writeJSON(c.stdout, res); err != nil {
+			return err
+		}
+	} else {
+		printQuoteResult(c.stdout, &res)
+	}
+	return err
+}
+
+// checkVerdict applies pol to the verdict on a bare quote, in the order the
+// core checks a connection.
+//
+// TODO(core): the core exports no way to apply a Policy to a verdict; once
+// it does, call it here so that the CLI and connections cannot disagree.
+func checkVerdict(pol ratls.Policy, v *tdx.Verdict) error {
+	if v == nil || v.Quote == nil {
+		return fmt.Errorf("%w: the verifier returned no verdict", ratls.ErrQuoteInvalid)
+	}
+	body := &v.Quote.Body
+	if body.Debug() && !pol.AllowDebugMode {
+		return fmt.Errorf("%w: TDATTRIBUTES %s has the DEBUG bit set", ratls.ErrDebugMode, hexs(body.TDAttributes[:]))
+	}
+	accepted := pol.AcceptTCBStatuses
+	if accepted == nil {
+		accepted = []tdx.TCBStatus{tdx.TCBUpToDate, tdx.TCBSWHardeningNeeded}
+	}
+	if !slices.Contains(accepted, v.TCBStatus) {
+		return &ratls.TCBStatusError{Status: v.TCBStatus, AdvisoryIDs: v.AdvisoryIDs, Accepted: accepted}
+	}
+	if len(pol.MRTDs) > 0 {
+		mrtd := hexs(body.MRTD[:])
+		if !slices.ContainsFunc(pol.MRTDs, func(s string) bool { return strings.EqualFold(s, mrtd) }) {
+			return fmt.Errorf("%w: MRTD %s, allowed %s", ratls.ErrMRTDNotAllowed, mrtd, strings.Join(pol.MRTDs, ", "))
+		}
+	}
+	if len(pol.ComposeHashes) > 0 || len(pol.AppIDs) > 0 {
+		return fmt.Errorf("%w: a bare quote carries no event log, so no compose hash or app id can be established", ratls.ErrAppIdentity)
+	}
+	return nil
+}
+
+func readCollateral(path string) (*dcap.Collateral, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var coll dcap.Collateral
+	dec := json.NewDecoder(io.LimitReader(f, 16<<20))
+	if err := dec.Decode(&coll); err != nil {
+		return nil, fmt.Errorf("%s: not QuoteCollateralV3 JSON: %w", path, err)
+	}
+	return &coll, nil
+}
+
+func printQuoteResult(w io.Writer, r *quoteResult) {
+	p := func(label, value string) { fmt.Fprintf(w, "  %-14s %s\n", label, value) }
+	fmt.Fprintln(w, "Quote")
+	p("version", fmt.Sprint(r.QuoteVersion))
+	p("MRTD", r.MRTD)
+	p("TD attributes", r.TDAttributes)
+	p("debug", fmt.Sprint(r.Debug))
+	fmt.Fprintln(w, "Verification")
+	if r.TCBStatus != "" {
+		p("FMSPC", r.FMSPC)
+		p("TCB status", r.TCBStatus)
+		if len(r.AdvisoryIDs) > 0 {
+			p("advisories", strings.Join(r.AdvisoryIDs, ", "))
+		}
+	}
+	if r.Accepted {
+		p("result", "accepted")
+	} else {
+		p("result", "REJECTED: "+r.Error)
+	}
+}
+
+// verifyChain verifies a certificate chain exactly as a ratls client
+// verifies a server's, by running the core's connection check on it.
+func (c *cli) verifyChain(ctx context.Context, chain []*x509.Certificate, pf *policyFlags) *verification {
+	res := &verification{AdvisoryIDs: []string{}}
+	rep, err := c.verifyCertificate(ctx, chain, pf)
+	if err != nil {
+		res.Error = oneLine(err.Error())
+		var tcbErr *ratls.TCBStatusError
+		if errors.As(err, &tcbErr) {
+			res.TCBStatus = string(tcbErr.Status)
+			if tcbErr.AdvisoryIDs != nil {
+				res.AdvisoryIDs = tcbErr.AdvisoryIDs
+			}
+		}
+		return res
+	}
+	res.Accepted = true
+	res.TCBStatus = string(rep.TCBStatus)
+	res.FMSPC = rep.FMSPC
+	if rep.AdvisoryIDs != nil {
+		res.AdvisoryIDs = rep.AdvisoryIDs
+	}
+	return res
+}
+
+func (c *cli) verifyCertificate(ctx context.Context, chain []*x509.Certificate, pf *policyFlags) (*ratls.Report, error) {
+	pol, err := pf.policy()
+	if err != nil {
+		return nil, err
+	}
+	v, err := pf.verifier(nil, c.warnLogger())
+	if err != nil {
+		return nil, err
+	}
+	// A Client insists on a client certificate; this one is never shown
+	// to anyone, so a throwaway one spares contacting the guest agent.
+	throwaway, err := throwawayCertificate()
+	if err != nil {
+		return nil, err
+	}
+	client, err := ratls.NewClient(ctx, ratls.Config{
+		Policy:            pol,
+		Verifier:          v,
+		ClientCertificate: throwaway,
+		CacheTTL:          -1,
+		Logger:            c.warnLogger(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer client.Close()
+	return client.VerifyConnection(tls.ConnectionState{PeerCertificates: chain})
+}
+
+func throwawayCertificate() (*tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "ratls inspect"},
+		NotBefore:    now.Add(-time.Minute),
+		NotAfter:     now.Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}
+
+// warnLogger passes on the library's warnings (insecure settings) to
+// stderr, and nothing else, for one-shot commands.
+func (c *cli) warnLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}

@@ -1,0 +1,288 @@
+package dcap
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/teesql/ratls/tdx"
+)
+
+// Collateral is the QuoteCollateralV3 interchange format (dcap-qvl's JSON):
+// everything needed to verify quotes of one platform family offline. Its
+// fields are kept exactly as Intel signed them; nothing in a Collateral is
+// trusted until VerifyWithCollateral has checked it.
+type Collateral struct {
+	PCKCRLIssuerChain     string `json:"pck_crl_issuer_chain"` // PEM: PCK Platform/Processor CA, root
+	RootCACRL             string `json:"root_ca_crl"`          // hex DER
+	PCKCRL                string `json:"pck_crl"`              // hex DER
+	TCBInfoIssuerChain    string `json:"tcb_info_issuer_chain"`
+	TCBInfo               string `json:"tcb_info"`           // exact signed JSON text
+	TCBInfoSignature      string `json:"tcb_info_signature"` // hex
+	QEIdentityIssuerChain string `json:"qe_identity_issuer_chain"`
+	QEIdentity            string `json:"qe_identity"`
+	QEIdentitySignature   string `json:"qe_identity_signature"`
+}
+
+// HexBytes is a byte string that JSON carries as hex (either case).
+type HexBytes []byte
+
+// UnmarshalJSON decodes a JSON string of hex digits.
+func (h *HexBytes) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	d, err := hex.DecodeString(s)
+	if err != nil {
+		return fmt.Errorf("invalid hex %q: %w", s, err)
+	}
+	*h = d
+	return nil
+}
+
+// MarshalJSON encodes h as upper-case hex, Intel's spelling.
+func (h HexBytes) MarshalJSON() ([]byte, error) {
+	return json.Marshal(strings.ToUpper(hex.EncodeToString(h)))
+}
+
+// TCBInfo is Intel's TDX TCB info, version 3: the TCB levels of one
+// platform family (FMSPC) and the TDX module identities.
+type TCBInfo struct {
+	ID                      string              `json:"id"`      // "TDX"
+	Version                 int                 `json:"version"` // 3
+	IssueDate               time.Time           `json:"issueDate"`
+	NextUpdate              time.Time           `json:"nextUpdate"`
+	FMSPC                   string              `json:"fmspc"` // hex, either case
+	PCEID                   string              `json:"pceId"` // hex
+	TCBType                 int                 `json:"tcbType"`
+	TCBEvaluationDataNumber int                 `json:"tcbEvaluationDataNumber"`
+	TDXModule               *TDXModule          `json:"tdxModule"`
+	TDXModuleIdentities     []TDXModuleIdentity `json:"tdxModuleIdentities,omitempty"`
+	TCBLevels               []TCBLevel          `json:"tcbLevels"`
+}
+
+// TDXModule is the identity every TDX 1.0 module of the platform must have.
+type TDXModule struct {
+	MRSigner       HexBytes `json:"mrsigner"`       // 48 bytes
+	Attributes     HexBytes `json:"attributes"`     // 8 bytes
+	AttributesMask HexBytes `json:"attributesMask"` // 8 bytes
+}
+
+// TDXModuleIdentity is the identity and TCB levels of one TDX module
+// version ("TDX_01", "TDX_03", ...), used when TEE_TCB_SVN[1] is not zero.
+type TDXModuleIdentity struct {
+	ID string `json:"id"`
+	TDXModule
+	TCBLevels []EnclaveTCBLevel `json:"tcbLevels"`
+}
+
+// TCBLevel is one platform TCB level of a TCB info. Levels are listed
+// newest first; the first level the platform's SVNs reach applies.
+type TCBLevel struct {
+	TCB struct {
+		SGXComponents []TCBComponent `json:"sgxtcbcomponents"` // 16
+		PCESVN        uint16         `json:"pcesvn"`
+		TDXComponents []TCBComponent `json:"tdxtcbcomponents"` // 16
+	} `json:"tcb"`
+	TCBDate     time.Time     `json:"tcbDate"`
+	TCBStatus   tdx.TCBStatus `json:"tcbStatus"`
+	AdvisoryIDs []string      `json:"advisoryIDs,omitempty"`
+}
+
+// TCBComponent is one SVN of a TCB level.
+type TCBComponent struct {
+	SVN      uint8  `json:"svn"`
+	Category string `json:"category,omitempty"`
+	Type     string `json:"type,omitempty"`
+}
+
+// EnclaveTCBLevel is one TCB level of the QE identity or of a TDX module
+// identity, keyed by ISVSVN. Levels are listed newest first.
+type EnclaveTCBLevel struct {
+	TCB struct {
+		ISVSVN uint16 `json:"isvsvn"`
+	} `json:"tcb"`
+	TCBDate     time.Time     `json:"tcbDate"`
+	TCBStatus   tdx.TCBStatus `json:"tcbStatus"`
+	AdvisoryIDs []string      `json:"advisoryIDs,omitempty"`
+}
+
+// QEIdentity is Intel's identity of the TD quoting enclave (TD_QE),
+// version 2.
+type QEIdentity struct {
+	ID                      string            `json:"id"`      // "TD_QE"
+	Version                 int               `json:"version"` // 2
+	IssueDate               time.Time         `json:"issueDate"`
+	NextUpdate              time.Time         `json:"nextUpdate"`
+	TCBEvaluationDataNumber int               `json:"tcbEvaluationDataNumber"`
+	MiscSelect              HexBytes          `json:"miscselect"`     // the report's 4 bytes (little-endian)
+	MiscSelectMask          HexBytes          `json:"miscselectMask"` // 4 bytes
+	Attributes              HexBytes          `json:"attributes"`     // 16 bytes
+	AttributesMask          HexBytes          `json:"attributesMask"` // 16 bytes
+	MRSigner                HexBytes          `json:"mrsigner"`       // 32 bytes
+	ISVProdID               uint16            `json:"isvprodid"`
+	TCBLevels               []EnclaveTCBLevel `json:"tcbLevels"`
+}
+
+// ParseTCBInfo parses the "tcbInfo" JSON value of Intel's TDX TCB info and
+// checks that it is TDX TCB info version 3 with well-sized fields. It does
+// not check the signature.
+func ParseTCBInfo(b []byte) (*TCBInfo, error) {
+	var t TCBInfo
+	if err := json.Unmarshal(b, &t); err != nil {
+		return nil, fmt.Errorf("%w: TCB info: %v", ErrMalformedCollateral, err)
+	}
+	if err := t.validate(); err != nil {
+		return nil, fmt.Errorf("%w: TCB info: %v", ErrMalformedCollateral, err)
+	}
+	return &t, nil
+}
+
+func (t *TCBInfo) validate() error {
+	if t.ID != "TDX" {
+		return fmt.Errorf("id %q, want %q", t.ID, "TDX")
+	}
+	if t.Version != 3 {
+		return fmt.Errorf("version %d, want 3", t.Version)
+	}
+	if err := checkDates(t.IssueDate, t.NextUpdate); err != nil {
+		return err
+	}
+	if err := checkHexLen("fmspc", t.FMSPC, 6); err != nil {
+		return err
+	}
+	if err := checkHexLen("pceId", t.PCEID, 2); err != nil {
+		return err
+	}
+	if t.TDXModule == nil {
+		return fmt.Errorf("no tdxModule")
+	}
+	if err := t.TDXModule.validate("tdxModule"); err != nil {
+		return err
+	}
+	for i := range t.TDXModuleIdentities {
+		m := &t.TDXModuleIdentities[i]
+		if m.ID == "" {
+			return fmt.Errorf("tdxModuleIdentities[%d]: empty id", i)
+		}
+		if err := m.TDXModule.validate("tdxModuleIdentities " + m.ID); err != nil {
+			return err
+		}
+		if err := checkEnclaveLevels("tdxModuleIdentities "+m.ID, m.TCBLevels); err != nil {
+			return err
+		}
+	}
+	if len(t.TCBLevels) == 0 {
+		return fmt.Errorf("no tcbLevels")
+	}
+	for i := range t.TCBLevels {
+		l := &t.TCBLevels[i]
+		if n := len(l.TCB.SGXComponents); n != 16 {
+			return fmt.Errorf("tcbLevels[%d]: %d sgxtcbcomponents, want 16", i, n)
+		}
+		if n := len(l.TCB.TDXComponents); n != 16 {
+			return fmt.Errorf("tcbLevels[%d]: %d tdxtcbcomponents, want 16", i, n)
+		}
+		if !validStatus(l.TCBStatus) {
+			return fmt.Errorf("tcbLevels[%d]: unknown tcbStatus %q", i, l.TCBStatus)
+		}
+	}
+	return nil
+}
+
+func (m *TDXModule) validate(what string) error {
+	switch {
+	case len(m.MRSigner) != 48:
+		return fmt.Errorf("%s: mrsigner is %d bytes, want 48", what, len(m.MRSigner))
+	case len(m.Attributes) != 8:
+		return fmt.Errorf("%s: attributes is %d bytes, want 8", what, len(m.Attributes))
+	case len(m.AttributesMask) != 8:
+		return fmt.Errorf("%s: attributesMask is %d bytes, want 8", what, len(m.AttributesMask))
+	}
+	return nil
+}
+
+// ParseQEIdentity parses the "enclaveIdentity" JSON value of Intel's QE
+// identity and checks that it is the TD_QE identity version 2 with
+// well-sized fields. It does not check the signature.
+func ParseQEIdentity(b []byte) (*QEIdentity, error) {
+	var q QEIdentity
+	if err := json.Unmarshal(b, &q); err != nil {
+		return nil, fmt.Errorf("%w: QE identity: %v", ErrMalformedCollateral, err)
+	}
+	if err := q.validate(); err != nil {
+		return nil, fmt.Errorf("%w: QE identity: %v", ErrMalformedCollateral, err)
+	}
+	return &q, nil
+}
+
+func (q *QEIdentity) validate() error {
+	if q.ID != "TD_QE" {
+		return fmt.Errorf("id %q, want %q", q.ID, "TD_QE")
+	}
+	if q.Version != 2 {
+		return fmt.Errorf("version %d, want 2", q.Version)
+	}
+	if err := checkDates(q.IssueDate, q.NextUpdate); err != nil {
+		return err
+	}
+	for _, f := range []struct {
+		name string
+		b    []byte
+		n    int
+	}{
+		{"miscselect", q.MiscSelect, 4},
+		{"miscselectMask", q.MiscSelectMask, 4},
+		{"attributes", q.Attributes, 16},
+		{"attributesMask", q.AttributesMask, 16},
+		{"mrsigner", q.MRSigner, 32},
+	} {
+		if len(f.b) != f.n {
+			return fmt.Errorf("%s is %d bytes, want %d", f.name, len(f.b), f.n)
+		}
+	}
+	return checkEnclaveLevels("tcbLevels", q.TCBLevels)
+}
+
+func checkDates(issue, next time.Time) error {
+	if issue.IsZero() || next.IsZero() {
+		return fmt.Errorf("missing issueDate or nextUpdate")
+	}
+	if !issue.Before(next) {
+		return fmt.Errorf("issueDate %s is not before nextUpdate %s", issue.Format(time.RFC3339), next.Format(time.RFC3339))
+	}
+	return nil
+}
+
+func checkHexLen(name, s string, n int) error {
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != n {
+		return fmt.Errorf("%s %q is not %d bytes of hex", name, s, n)
+	}
+	return nil
+}
+
+func checkEnclaveLevels(what string, levels []EnclaveTCBLevel) error {
+	if len(levels) == 0 {
+		return fmt.Errorf("%s: no TCB levels", what)
+	}
+	for i := range levels {
+		if !validStatus(levels[i].TCBStatus) {
+			return fmt.Errorf("%s[%d]: unknown tcbStatus %q", what, i, levels[i].TCBStatus)
+		}
+	}
+	return nil
+}
+
+func validStatus(s tdx.TCBStatus) bool {
+	switch s {
+	case tdx.TCBUpToDate, tdx.TCBSWHardeningNeeded, tdx.TCBConfigurationNeeded,
+		tdx.TCBConfigurationAndSWHardeningNeeded, tdx.TCBOutOfDate,
+		tdx.TCBOutOfDateConfigurationNeeded, tdx.TCBRevoked:
+		return true
+	}
+	return false
+}

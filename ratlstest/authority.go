@@ -1,0 +1,131 @@
+package ratlstest
+
+import (
+	"crypto/x509"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/teesql/ratls/dcap"
+	"github.com/teesql/ratls/internal/testpki"
+	"github.com/teesql/ratls/tdx"
+)
+
+// AuthorityOptions configures NewAuthority. The zero value is an authority
+// whose quotes verify as UpToDate against its default collateral.
+type AuthorityOptions struct {
+	// Now is the authority's clock: certificate validity and the issue and
+	// next-update dates of its collateral derive from it. Zero: the time
+	// NewAuthority runs. Collateral stays valid for about a month after it.
+	Now time.Time
+	// Logger receives the warning logged whenever a verifier trusting the
+	// test root is built. Nil: slog.Default().
+	Logger *slog.Logger
+}
+
+// Authority is a test DCAP PKI standing in for Intel's: a root CA, a PCK
+// chain, a Quoting Enclave that signs TDX quotes, and the collateral to
+// verify them. Each Authority has fresh keys, so its root is trusted by
+// nothing unless handed over explicitly, and NewVerifier logs a warning
+// every time it does so. It is safe for concurrent use.
+//
+// NEVER TRUST ITS ROOT OUTSIDE TESTS: anyone can mint quotes it accepts.
+type Authority struct {
+	pki *testpki.Authority
+	log *slog.Logger
+}
+
+// NewAuthority creates a test PKI with fresh keys.
+func NewAuthority(opts AuthorityOptions) (*Authority, error) {
+	pki, err := testpki.New(testpki.Options{Now: opts.Now})
+	if err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Authority{pki: pki, log: log}, nil
+}
+
+// Root is the test root CA certificate. Danger: a verifier trusting it
+// believes any quote this package mints.
+func (a *Authority) Root() *x509.Certificate { return a.pki.Root() }
+
+// Now is the authority's clock reading at creation, from which its
+// collateral dates derive.
+func (a *Authority) Now() time.Time { return a.pki.Now() }
+
+// FMSPC is the simulated platform's FMSPC (upper-case hex).
+func (a *Authority) FMSPC() string { return a.pki.FMSPCHex() }
+
+// NewVerifier returns a DCAP verifier that trusts the test root and fetches
+// collateral from collateralURL (a PCCS double's URL). opts supplies
+// everything else (Cache, Now, FetchTimeout, ...); its TrustedRoot and
+// CollateralURL are overwritten. It logs a warning: such a verifier
+// believes quotes that anyone can mint.
+func (a *Authority) NewVerifier(collateralURL string, opts dcap.Options) (*dcap.Verifier, error) {
+	if collateralURL == "" {
+		return nil, errors.New("ratlstest: NewVerifier: empty collateral URL (refusing to default to Intel PCS with a test root)")
+	}
+	opts.TrustedRoot = a.Root()
+	opts.CollateralURL = collateralURL
+	if opts.Logger == nil {
+		opts.Logger = a.log
+	}
+	a.log.Warn("ratlstest: building a DCAP verifier that trusts the ratlstest TEST root CA; quotes it accepts prove nothing (never use outside tests)",
+		"root", a.Root().Subject.CommonName, "collateral_url", collateralURL)
+	return dcap.New(opts)
+}
+
+// Quote mints a TDX quote for td carrying reportData, signed by the test
+// Quoting Enclave. Its RTMR3 is the replay of td's runtime events.
+func (a *Authority) Quote(td TD, reportData [64]byte) ([]byte, error) {
+	td = td.withDefaults()
+	if err := td.validate(); err != nil {
+		return nil, err
+	}
+	return a.quote(td, reportData)
+}
+
+// quote mints a quote for td, which has its defaults filled in.
+func (a *Authority) quote(td TD, reportData [64]byte) ([]byte, error) {
+	body := a.pki.DefaultBody()
+	body.MRTD = td.MRTD
+	body.RTMR = td.rtmrs()
+	body.ReportData = reportData
+	if td.Debug {
+		body.TDAttributes[0] |= 0x01 // TDATTRIBUTES.DEBUG
+	}
+	return a.pki.MintQuote(testpki.QuoteOptions{Version: uint16(td.QuoteVersion), BodyType: tdx.BodyTypeTD10, Body: &body})
+}
+
+// CollateralOptions selects the collateral an Authority issues. The zero
+// value is collateral under which the authority's quotes are UpToDate,
+// issued a day before the authority's Now and valid for 30 days.
+type CollateralOptions struct {
+	// TCBStatus is the status of the TCB level the platform matches.
+	// Empty: UpToDate.
+	TCBStatus tdx.TCBStatus
+	// AdvisoryIDs are that level's advisories (for example "INTEL-SA-00837").
+	AdvisoryIDs []string
+	// Expired issues collateral that expired 30 days before Now.
+	Expired bool
+	// LowercaseFMSPC writes the FMSPC in lower case, as some PCCS do.
+	LowercaseFMSPC bool
+	// RevokePCK lists the platform's PCK certificate in the PCK CRL.
+	RevokePCK bool
+}
+
+// Collateral issues collateral for the authority's quotes in the
+// QuoteCollateralV3 interchange format, for
+// dcap.Verifier.VerifyWithCollateral or a PCCS.
+func (a *Authority) Collateral(opts CollateralOptions) (*dcap.Collateral, error) {
+	return a.pki.Collateral(testpki.CollateralOptions{
+		TCBStatus:      opts.TCBStatus,
+		AdvisoryIDs:    opts.AdvisoryIDs,
+		Expired:        opts.Expired,
+		LowercaseFMSPC: opts.LowercaseFMSPC,
+		RevokePCK:      opts.RevokePCK,
+	})
+}
