@@ -42,7 +42,7 @@ func (c *Client) DialContext(ctx context.Context, network, addr string) (*tls.Co
 // cancellation and from the handshake's own failures.
 func (c *Client) dialError(ctx, hctx context.Context, addr string, err error) error {
 	if ctx.Err() == nil && errors.Is(context.Cause(hctx), ErrHandshakeTimeout) {
-		return fmt.Errorf("%w: %s: no attested handshake within %v (%v): %w",
+		return fmt.Errorf("%w: %s: no attested handshake within %v (%v)%.0w",
 			ErrHandshakeTimeout, addr, c.handshakeTimeout, err, context.DeadlineExceeded)
 	}
 	return fmt.Errorf("ratls: dial %s: %w", addr, err)

@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"encoding/hex"
 	"errors"
 	"io"
 	"log/slog"
@@ -201,8 +202,9 @@ func (f *fakeVerifier) set(fn func(f *fakeVerifier)) {
 // serverResult is what a test server saw on one connection.
 type serverResult struct {
 	handshakeErr error
-	appBytes     int   // application bytes read after the handshake
+	appBytes     int // application bytes read after the handshake
 	state        tls.ConnectionState
+	report       *Report // from the server's report function, if any
 }
 
 // tlsServer is a raw TLS server on loopback. After its side of the
@@ -211,13 +213,19 @@ type serverResult struct {
 type tlsServer struct {
 	addr    string
 	results chan serverResult
+	// report, when set, is asked for the report of each handshake.
+	report func(*tls.Conn) (*Report, bool)
 }
 
 func startTLSServer(t testing.TB, cfg *tls.Config) *tlsServer {
+	return startReportingServer(t, cfg, nil)
+}
+
+func startReportingServer(t testing.TB, cfg *tls.Config, report func(*tls.Conn) (*Report, bool)) *tlsServer {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	s := &tlsServer{addr: ln.Addr().String(), results: make(chan serverResult, 64)}
+	s := &tlsServer{addr: ln.Addr().String(), results: make(chan serverResult, 64), report: report}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -230,7 +238,7 @@ func startTLSServer(t testing.TB, cfg *tls.Config) *tlsServer {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				s.results <- serve(tls.Server(c, cfg))
+				s.results <- s.serve(tls.Server(c, cfg))
 			}()
 		}
 	}()
@@ -241,13 +249,16 @@ func startTLSServer(t testing.TB, cfg *tls.Config) *tlsServer {
 	return s
 }
 
-func serve(conn *tls.Conn) serverResult {
+func (s *tlsServer) serve(conn *tls.Conn) serverResult {
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	if err := conn.Handshake(); err != nil {
 		return serverResult{handshakeErr: err}
 	}
 	res := serverResult{state: conn.ConnectionState()}
+	if s.report != nil {
+		res.report, _ = s.report(conn)
+	}
 	buf := make([]byte, 4)
 	n, err := io.ReadFull(conn, buf)
 	res.appBytes += n
@@ -333,3 +344,5 @@ func requireErrorIsAll(t testing.TB, err error, targets ...error) {
 		require.True(t, errors.Is(err, target), "error %q does not match %q", err, target)
 	}
 }
+
+func hexOf(b []byte) string { return hex.EncodeToString(b) }

@@ -91,8 +91,10 @@ func (p *policy) warn(log *slog.Logger, peer string) {
 	if p.allowDebug {
 		log.Warn("ratls: AllowDebugMode is on: debug TDs, whose memory the host can read, are accepted as " + peer + "s; never in production")
 	}
-	if !slices.Equal(p.accept, defaultTCBStatuses) {
-		log.Warn("ratls: non-default accepted TCB statuses", "peer", peer, "accepted", p.accept)
+	for _, s := range p.accept {
+		if !slices.Contains(defaultTCBStatuses, s) {
+			log.Warn("ratls: accepting "+peer+"s whose platform TCB status is "+string(s)+": they may miss security fixes", "accepted", p.accept)
+		}
 	}
 }
 

@@ -143,8 +143,8 @@ func (v *peerVerifier) verifyUncached(ctx context.Context, leaf *x509.Certificat
 		if v.policy.allowSimulator {
 			return v.simulated(leaf), nil
 		}
-		return nil, fmt.Errorf("%w: %w (the %s certificate has neither extension %s nor %s)",
-			ErrNoQuote, err, v.peer, ext.OIDAttestation, ext.OIDTDXQuote)
+		return nil, fmt.Errorf("%w: the %s certificate has neither extension %s nor %s%.0w",
+			ErrNoQuote, v.peer, ext.OIDAttestation, ext.OIDTDXQuote, err)
 	case err != nil:
 		return nil, fmt.Errorf("%w: %w", ErrMalformedExtension, err)
 	}

@@ -246,11 +246,25 @@ func (c *Cache) run(ctx context.Context, key cacheKey, e *cacheEntry, f *flight,
 	}
 
 	c.mu.Lock()
+	haveValid := e.cc != nil && e.cc.checkTime(now, 0) == nil
 	switch {
-	case cc != nil && (e.cc == nil || !cc.expires.Before(e.cc.expires)):
+	case err == nil && (!haveValid || !cc.expires.Before(e.cc.expires)):
 		e.cc, e.fetchedAt = cc, fetchedAt
-	case disk != nil && e.cc == nil:
-		e.cc, e.fetchedAt = disk, diskAt
+	case err == nil:
+		// The source has nothing newer than what is cached (a lagging
+		// PCCS): keep the newer one, ask again when it is next due.
+		e.fetchedAt = fetchedAt
+	case !haveValid:
+		// Nothing valid to serve: keep the latest verified collateral, for
+		// stale-if-error and for a disk copy that is still valid.
+		for _, cand := range []struct {
+			cc *checkedCollateral
+			at time.Time
+		}{{cc, fetchedAt}, {disk, diskAt}} {
+			if cand.cc != nil && (e.cc == nil || cand.cc.expires.After(e.cc.expires)) {
+				e.cc, e.fetchedAt = cand.cc, cand.at
+			}
+		}
 	}
 	e.lastErr = err
 	e.flight = nil

@@ -151,6 +151,10 @@ func (t *TCBInfo) validate() error {
 	if err := checkDates(t.IssueDate, t.NextUpdate); err != nil {
 		return err
 	}
+	if t.TCBType != 0 {
+		// The only type Intel defines: SVNs compared component by component.
+		return fmt.Errorf("tcbType %d, want 0", t.TCBType)
+	}
 	if err := checkHexLen("fmspc", t.FMSPC, 6); err != nil {
 		return err
 	}

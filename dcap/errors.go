@@ -4,7 +4,9 @@ import "errors"
 
 // Sentinel errors, one per stage at which verification can fail. Every
 // error returned by this package wraps exactly one of them (ErrFetch errors
-// also wrap the underlying cause, such as context.DeadlineExceeded).
+// also wrap the underlying cause, such as context.DeadlineExceeded), except
+// that VerifyWithCollateral returns ctx.Err() as is when called with a
+// context that is already done.
 var (
 	// ErrMalformedQuote: the quote does not follow Intel's layout.
 	ErrMalformedQuote = errors.New("dcap: malformed quote")

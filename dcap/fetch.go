@@ -17,8 +17,8 @@ import (
 	"github.com/teesql/ratls/tdx"
 )
 
-// maxResponseSize caps a collateral response. Real ones are a few KB (the
-// PCK CRL of the processor CA is the largest, tens of KB).
+// maxResponseSize caps a collateral response. Real ones are a few KB; the
+// PCK CRLs grow with revocations but stay far below this.
 const maxResponseSize = 4 << 20
 
 // FetchCollateral fetches (without verifying) the collateral for quote
@@ -70,7 +70,22 @@ func pckFacts(q *tdx.Quote) (fmspc, ca string, err error) {
 func (v *Verifier) collateralLoader(fmspc, ca string) loader {
 	return loader{
 		fetch: func(ctx context.Context) (*Collateral, error) { return v.fetchCollateral(ctx, fmspc, ca) },
-		check: func(c *Collateral) (*checkedCollateral, error) { return checkCollateral(v.root, c) },
+		check: func(c *Collateral) (*checkedCollateral, error) {
+			cc, err := checkCollateral(v.root, c)
+			if err != nil {
+				return nil, err
+			}
+			// Authentic collateral for another platform would fail every
+			// verification until the next refresh: refuse it as a failed
+			// fetch instead of caching it.
+			if !strings.EqualFold(cc.fmspc, fmspc) {
+				return nil, fmt.Errorf("%w: %s served TCB info for FMSPC %s, asked for %s", ErrFMSPCMismatch, v.source, cc.fmspc, fmspc)
+			}
+			if cc.caType != ca {
+				return nil, fmt.Errorf("%w: %s served the PCK CRL of the %s CA, asked for %s", ErrCollateralMismatch, v.source, cc.caType, ca)
+			}
+			return cc, nil
+		},
 	}
 }
 
@@ -114,6 +129,9 @@ func (v *Verifier) fetchCollateral(ctx context.Context, fmspc, ca string) (*Coll
 	tcb, qe, pck, root := &reqs[0], &reqs[1], &reqs[2], &reqs[3]
 	if c.TCBInfo, c.TCBInfoSignature, err = signedBody(tcb.body, "tcbInfo"); err != nil {
 		return nil, fmt.Errorf("%w: GET %s: %v", ErrFetch, tcb.url, err)
+	}
+	if tcb.hdr.Get("TCB-Info-Issuer-Chain") == "" && tcb.hdr.Get("SGX-TCB-Info-Issuer-Chain") != "" {
+		tcb.hdr.Set("TCB-Info-Issuer-Chain", tcb.hdr.Get("SGX-TCB-Info-Issuer-Chain")) // PCS v3 name, kept by some PCCS
 	}
 	if c.TCBInfoIssuerChain, err = issuerChainHeader(tcb.hdr, "TCB-Info-Issuer-Chain"); err != nil {
 		return nil, fmt.Errorf("%w: GET %s: %v", ErrFetch, tcb.url, err)
@@ -214,22 +232,25 @@ func issuerChainHeader(h http.Header, name string) (string, error) {
 }
 
 // crlBody accepts a CRL as DER (PCS), hex of DER (PCCS) or PEM, and returns
-// it as hex DER, the interchange form.
+// it as hex DER, the interchange form. Hex is tried first: hex text can
+// start with the byte 0x30 ('0') too, while DER never is all hex digits.
 func crlBody(b []byte) (string, error) {
 	s := strings.TrimSpace(string(b))
-	switch {
-	case len(b) > 0 && b[0] == 0x30: // DER SEQUENCE
-		return hex.EncodeToString(b), nil
-	case strings.HasPrefix(s, "-----BEGIN"):
+	if der, err := hex.DecodeString(s); err == nil && len(der) > 0 {
+		if der[0] != 0x30 {
+			return "", fmt.Errorf("response is hex but not of a DER CRL")
+		}
+		return hex.EncodeToString(der), nil
+	}
+	if strings.HasPrefix(s, "-----BEGIN") {
 		blk, _ := pem.Decode([]byte(s))
 		if blk == nil || blk.Type != "X509 CRL" {
 			return "", fmt.Errorf("response is PEM but not an X509 CRL")
 		}
 		return hex.EncodeToString(blk.Bytes), nil
 	}
-	der, err := hex.DecodeString(s)
-	if err != nil || len(der) == 0 || der[0] != 0x30 {
-		return "", fmt.Errorf("response is neither a DER, hex nor PEM CRL")
+	if len(b) > 0 && b[0] == 0x30 { // DER SEQUENCE; parsed when verified
+		return hex.EncodeToString(b), nil
 	}
-	return hex.EncodeToString(der), nil
+	return "", fmt.Errorf("response is neither a DER, hex nor PEM CRL")
 }

@@ -3,6 +3,7 @@ package dcap_test
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -403,4 +404,58 @@ func TestZeroCache(t *testing.T) {
 		Now: func() time.Time { return recordedValidAt }})
 	_, err := v.VerifyQuote(context.Background(), recordedQuote(t))
 	require.NoError(t, err)
+}
+
+// A source serving authentic collateral of another platform is refused
+// like a failed fetch, not cached.
+func TestFetchRefusesOtherPlatform(t *testing.T) {
+	t.Parallel()
+	a := newAuthority(t, testpki.Options{})
+	const other = "00906ED50000"
+	coll, err := a.Collateral(testpki.CollateralOptions{FMSPC: other})
+	require.NoError(t, err)
+	pccs, err := testpki.NewPCCS(coll)
+	require.NoError(t, err)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == testpki.PathTCBInfo { // answer whatever FMSPC is asked
+			q := r.URL.Query()
+			q.Set("fmspc", other)
+			r.URL.RawQuery = q.Encode()
+		}
+		pccs.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	quote, err := a.MintQuote(testpki.QuoteOptions{})
+	require.NoError(t, err)
+	v := newVerifier(t, dcap.Options{TrustedRoot: a.Root(), CollateralURL: srv.URL, HTTPClient: srv.Client(), Now: a.Now})
+	for range 2 {
+		_, err = v.VerifyQuote(context.Background(), quote)
+		require.ErrorIs(t, err, dcap.ErrFMSPCMismatch)
+		assert.Contains(t, err.Error(), srv.URL)
+		assert.Contains(t, err.Error(), other)
+	}
+	assert.Equal(t, int64(1), pccs.Requests(testpki.PathTCBInfo), "the failure is remembered for RetryBackoff")
+}
+
+// Collateral persisted on disk that is due for a refresh is still used,
+// while valid, when the refresh fails.
+func TestPersistentCacheDueButSourceDown(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	pccs, srv := startPCCS(t, recordedCollateral(t))
+	clk := newClock(recordedValidAt)
+	verifier := func() *dcap.Verifier {
+		cache, err := dcap.NewCache(dcap.CacheOptions{Dir: dir})
+		require.NoError(t, err)
+		return newVerifier(t, dcap.Options{CollateralURL: srv.URL, HTTPClient: srv.Client(), Cache: cache, Now: clk.Now})
+	}
+	_, err := verifier().VerifyQuote(context.Background(), recordedQuote(t))
+	require.NoError(t, err)
+
+	pccs.SetStatus(503)
+	clk.Add(dcap.DefaultMaxAge + time.Hour) // due, not expired
+	verdict, err := verifier().VerifyQuote(context.Background(), recordedQuote(t))
+	require.NoError(t, err)
+	assert.Equal(t, tdx.TCBUpToDate, verdict.TCBStatus)
+	assert.Equal(t, fetches(2), collateralRequests(pccs), "a refresh was tried")
 }

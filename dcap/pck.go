@@ -108,6 +108,9 @@ func verifyPCKChain(pemChain []byte, root *x509.Certificate, cas *caCache, now t
 	if leaf.IsCA {
 		return nil, fmt.Errorf("%w: PCK certificate %q is a CA", ErrPCKChain, leaf.Subject.CommonName)
 	}
+	if leaf.KeyUsage != 0 && leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
+		return nil, fmt.Errorf("%w: PCK certificate lacks the digitalSignature key usage", ErrPCKChain)
+	}
 	if err := checkIssuedBy(leaf, ca.cert); err != nil {
 		return nil, fmt.Errorf("%w: PCK certificate: %v", ErrPCKChain, err)
 	}

@@ -434,6 +434,10 @@ func TestPKIDates(t *testing.T) {
 		"PCK expired":         func(c *x509.Certificate) { c.NotAfter = a.Now().Add(-time.Hour) },
 		"PCK not yet valid":   func(c *x509.Certificate) { c.NotBefore = a.Now().Add(time.Hour) },
 		"PCK without SGX ext": func(c *x509.Certificate) { c.ExtraExtensions = nil },
+		"PCK cannot sign":     func(c *x509.Certificate) { c.KeyUsage = x509.KeyUsageContentCommitment },
+		"PCK is a CA": func(c *x509.Certificate) {
+			c.IsCA, c.KeyUsage = true, c.KeyUsage|x509.KeyUsageCertSign
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

@@ -290,6 +290,7 @@ func TestParseTCBInfoRejects(t *testing.T) {
 		"not JSON":           "{",
 		"SGX id":             strings.Replace(base, `"id":"TDX"`, `"id":"SGX"`, 1),
 		"version 2":          strings.Replace(base, `"version":3`, `"version":2`, 1),
+		"tcbType 1":          strings.Replace(base, `"tcbType":0`, `"tcbType":1`, 1),
 		"short fmspc":        strings.Replace(base, `"fmspc":"B0C06F000000"`, `"fmspc":"B0C06F"`, 1),
 		"no tdxModule":       strings.Replace(base, `"tdxModule":`, `"tdxModuleX":`, 1),
 		"unknown status":     strings.Replace(base, `"tcbStatus":"OutOfDate"`, `"tcbStatus":"Fine"`, 1),

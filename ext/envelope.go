@@ -122,9 +122,9 @@ func mergeRuntimeEvents(log []Event, runtime []runtimeEvent) ([]Event, error) {
 	return log, nil
 }
 
-// checkEvents rejects events no replay could use: IMRs other than RTMR0-3
-// and digests that are not SHA-384. Runtime events may omit the digest (it
-// is recomputed).
+// checkEvents rejects events no replay could use: IMRs other than RTMR0-3,
+// IMR 3 events that are not runtime events, and digests that are not
+// SHA-384. Runtime events may omit the digest (it is recomputed).
 func checkEvents(events []Event) error {
 	if len(events) > MaxEvents {
 		return fmt.Errorf("%d events exceeds the limit of %d", len(events), MaxEvents)
@@ -133,6 +133,9 @@ func checkEvents(events []Event) error {
 		ev := &events[i]
 		if ev.IMR > 3 {
 			return fmt.Errorf("event %d (%q): IMR %d, want 0-3", i, ev.Event, ev.IMR)
+		}
+		if ev.IMR == 3 && !ev.IsRuntime() {
+			return errors.New(notRuntimeError(i, ev))
 		}
 		if len(ev.Digest) == 48 || (len(ev.Digest) == 0 && ev.IsRuntime()) {
 			continue

@@ -215,6 +215,9 @@ func TestParseEnvelopeRejects(t *testing.T) {
 		{"runtime list differs", reEncode(func(e *envelope) { e.runtime[2].payload = []byte{1} }), "runtime event 2 differs"},
 		{"runtime name differs", reEncode(func(e *envelope) { e.runtime[1].name = "app-ID" }), "runtime event 1 differs"},
 		{"event imr 4", reEncode(func(e *envelope) { e.eventLog[0].IMR = 4 }), "IMR 4, want 0-3"},
+		{"non-runtime event in IMR 3", reEncode(func(e *envelope) {
+			e.eventLog = append(e.eventLog, Event{IMR: 3, EventType: 1, Digest: make([]byte, 48)})
+		}), "in IMR 3 has type 0x1, want 0x8000001"},
 		{"boot digest short", reEncode(func(e *envelope) { e.eventLog[0].Digest = e.eventLog[0].Digest[:32] }), "digest is 32 bytes"},
 		{"boot digest empty", reEncode(func(e *envelope) { e.eventLog[0].Digest = nil }), "digest is 0 bytes"},
 		{"invalid UTF-8 name", reEncode(func(e *envelope) { e.eventLog[0].Event = "\xff" }), "not valid UTF-8"},

@@ -87,6 +87,7 @@ func TestParseEventLogJSONRejects(t *testing.T) {
 		{"imr 4", `[{"imr":4,"event_type":1,"digest":` + digest + `,"event":"","event_payload":""}]`, "IMR 4, want 0-3"},
 		{"bad hex digest", `[{"imr":0,"event_type":1,"digest":"zz","event":"","event_payload":""}]`, "digest: encoding/hex"},
 		{"odd hex payload", `[{"imr":0,"event_type":1,"digest":` + digest + `,"event":"","event_payload":"abc"}]`, "event_payload: encoding/hex"},
+		{"non-runtime IMR 3 event", `[{"imr":3,"event_type":1,"digest":` + digest + `,"event":"","event_payload":""}]`, "RTMR3 holds runtime events only"},
 		{"short digest", `[{"imr":0,"event_type":1,"digest":"00","event":"","event_payload":""}]`, "digest is 1 bytes, want 48"},
 		{"boot event without digest", `[{"imr":0,"event_type":1,"event":"","event_payload":""}]`, "digest is 0 bytes, want 48"},
 		{"event log version 2", `[{"imr":3,"event_type":134217729,"event":"","event_payload":"","version":2}]`, "event log version 2 is not supported"},

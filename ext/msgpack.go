@@ -89,6 +89,12 @@ func (r *mpReader) header(what string, want byte, minItem int) (int, error) {
 		r.off = start
 		return 0, r.errorf(what, "found %s, want %s", mpTypeName(t), familyName(want))
 	}
+	if n > math.MaxInt32 {
+		// No envelope is that large; the cap keeps int conversions exact
+		// on every platform.
+		r.off = start
+		return 0, r.errorf(what, "length %d is too large", n)
+	}
 	if rem := r.remaining(); minItem > 0 && n > uint64(rem/minItem) {
 		r.off = start
 		return 0, r.errorf(what, "length %d needs at least %d bytes, have %d", n, n*uint64(minItem), rem)

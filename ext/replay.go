@@ -28,7 +28,8 @@ func RuntimeEventDigest(name string, payload []byte) [48]byte {
 //
 // Each event of that IMR extends the register: mr = SHA-384(mr || digest),
 // from 48 zero bytes. Other events use their recorded 48-byte digest, which
-// only the comparison with a verified quote makes meaningful. A runtime
+// only the comparison with a verified quote makes meaningful; in IMR 3 every
+// event must be a runtime event (ErrMalformed otherwise). A runtime
 // event whose recorded digest differs from the recomputed one is an error
 // wrapping ErrReplayMismatch: the log contradicts itself.
 func Replay(events []Event, imr int) ([48]byte, error) {
@@ -43,6 +44,9 @@ func Replay(events []Event, imr int) ([48]byte, error) {
 			continue
 		}
 		var digest []byte
+		if imr == 3 && !ev.IsRuntime() {
+			return [48]byte{}, fmt.Errorf("%w: %s", ErrMalformed, notRuntimeError(i, ev))
+		}
 		if ev.IsRuntime() {
 			d := RuntimeEventDigest(ev.Event, ev.Payload)
 			if len(ev.Digest) != 0 && !bytes.Equal(ev.Digest, d[:]) {
@@ -63,6 +67,15 @@ func Replay(events []Event, imr int) ([48]byte, error) {
 		h.Sum(mr[:0])
 	}
 	return mr, nil
+}
+
+// notRuntimeError describes an IMR 3 event that is not a runtime event.
+// RTMR3 is dstack's runtime register and upstream replays it from runtime
+// events only, recomputing every digest. Accepting another type there would
+// let a log relabel a genuine identity event (or "system-ready") as an
+// opaque digest that folds the same, hiding it from VerifiedAppIdentity.
+func notRuntimeError(i int, ev *Event) string {
+	return fmt.Sprintf("event %d (%q) in IMR 3 has type %#x, want %#x: RTMR3 holds runtime events only", i, ev.Event, ev.EventType, RuntimeEventType)
 }
 
 // Runtime event names that carry the app identity.

@@ -188,6 +188,30 @@ func TestVerifiedAppIdentityRules(t *testing.T) {
 	}
 }
 
+// TestVerifiedAppIdentityRelabelling is the attack the IMR 3 type rule
+// stops: the app emits its own "compose-hash" after boot, then presents the
+// genuine compose-hash and system-ready events as opaque (non-runtime)
+// events with the same digests. The fold is unchanged; were opaque IMR 3
+// events allowed, the app's value would be read as the identity.
+func TestVerifiedAppIdentityRelabelling(t *testing.T) {
+	t.Parallel()
+	app, real, fake := bytes.Repeat([]byte{0xa}, 20), bytes.Repeat([]byte{0xc}, 32), bytes.Repeat([]byte{0xf}, 32)
+	events, mr := identityLog(t, "app-id", app, "compose-hash", real, "system-ready", []byte{}, "compose-hash", fake)
+
+	id, err := VerifiedAppIdentity(events, mr)
+	require.NoError(t, err)
+	assert.Equal(t, real, id.ComposeHash)
+
+	forged := slices.Clone(events)
+	for _, i := range []int{1, 2} {
+		d := RuntimeEventDigest(forged[i].Event, forged[i].Payload)
+		forged[i] = Event{IMR: 3, EventType: 0x1, Digest: d[:], Event: "opaque"}
+	}
+	_, err = VerifiedAppIdentity(forged, mr)
+	require.ErrorIs(t, err, ErrMalformed)
+	assert.Contains(t, err.Error(), "RTMR3 holds runtime events only")
+}
+
 func BenchmarkReplay(b *testing.B) {
 	env, err := ParseEnvelope(fullEnvelope(b))
 	if err != nil {

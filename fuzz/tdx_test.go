@@ -48,7 +48,7 @@ func FuzzParseQuote(f *testing.F) {
 		require.NoError(t, err)
 		require.LessOrEqual(t, len(m), len(data))
 		require.Equal(t, data[:len(m)], m)
-		require.Zero(t, bytes.Count(data[len(m):], []byte{0}) - len(data[len(m):]), "non-zero padding accepted")
+		require.Zero(t, bytes.Count(data[len(m):], []byte{0})-len(data[len(m):]), "non-zero padding accepted")
 		require.Equal(t, q.SignedBytes(), m[:len(q.SignedBytes())])
 
 		back, err := tdx.ParseQuote(m)

@@ -128,7 +128,9 @@ func NewAdversary(auth *Authority, kind AdversaryKind, expected TD) (*Adversary,
 
 // adversaryCertificate builds the certificate an adversary of kind serves.
 func (a *Authority) adversaryCertificate(kind AdversaryKind, td TD) (*tls.Certificate, error) {
-	now := a.Now()
+	// The real clock, as the agent's default: clients check validity with
+	// theirs.
+	now := time.Now().Truncate(time.Second)
 	ca, err := newAppCA(now)
 	if err != nil {
 		return nil, err

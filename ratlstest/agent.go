@@ -111,7 +111,8 @@ func NewAgent(auth *Authority, opts AgentOptions) (*Agent, error) {
 		return nil, err
 	}
 	a.url = "http://" + tcpLn.Addr().String()
-	a.srv = newHTTPServer(a.handler(), a.log, unixLn, tcpLn)
+	a.srv = newHTTPServer(a.handler(), a.log)
+	a.srv.serve(unixLn, tcpLn)
 	a.log.Info("ratlstest: simulated dstack guest agent started (NOT A TEE: quotes chain to a test root)",
 		"socket", a.sock, "url", a.url, "mrtd", td.MRTDHex(), "debug", td.Debug, "format", a.format.String())
 	return a, nil

@@ -52,6 +52,10 @@ func NewAuthority(opts AuthorityOptions) (*Authority, error) {
 // believes any quote this package mints.
 func (a *Authority) Root() *x509.Certificate { return a.pki.Root() }
 
+// RootPEM is Root in PEM form, for tools that take a root file. The same
+// danger applies.
+func (a *Authority) RootPEM() []byte { return pemCert(a.Root()) }
+
 // Now is the authority's clock reading at creation, from which its
 // collateral dates derive.
 func (a *Authority) Now() time.Time { return a.pki.Now() }

@@ -8,7 +8,8 @@ import (
 
 // Fault is a failure that a double (Agent, PCCS) injects into its HTTP
 // answers. The zero Fault injects nothing. Faults can be changed at any
-// time, concurrently with requests; each request sees one Fault.
+// time, concurrently with requests. An Agent request sees one Fault; a PCCS
+// request arriving during a change may see some fields old and some new.
 type Fault struct {
 	// Status, if non-zero, answers every request with this HTTP status and
 	// a short text body.

@@ -17,9 +17,12 @@ type httpServer struct {
 	wg   sync.WaitGroup
 	stop context.CancelFunc
 	done <-chan struct{} // closed by Close: ends handlers that wait on it
+	log  *slog.Logger
 }
 
-func newHTTPServer(h http.Handler, logger *slog.Logger, lns ...net.Listener) *httpServer {
+// newHTTPServer prepares a server; serve starts it. The two steps let a
+// handler refer to the server (its done channel) without a race.
+func newHTTPServer(h http.Handler, logger *slog.Logger) *httpServer {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &httpServer{stop: cancel, done: ctx.Done()}
 	s.srv = &http.Server{
@@ -39,14 +42,19 @@ func newHTTPServer(h http.Handler, logger *slog.Logger, lns ...net.Listener) *ht
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
+	s.log = logger
+	return s
+}
+
+// serve serves every listener in its own goroutine.
+func (s *httpServer) serve(lns ...net.Listener) {
 	for _, ln := range lns {
 		s.wg.Go(func() {
 			if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				logger.Warn("ratlstest: HTTP server stopped", "addr", ln.Addr().String(), "err", err)
+				s.log.Warn("ratlstest: HTTP server stopped", "addr", ln.Addr().String(), "err", err)
 			}
 		})
 	}
-	return s
 }
 
 // Close closes the listeners and connections, ends handlers waiting on the

@@ -45,7 +45,8 @@ func NewPCCS(auth *Authority) (*PCCS, error) {
 		return nil, err
 	}
 	p := &PCCS{auth: auth, h: h, url: "http://" + ln.Addr().String()}
-	p.srv = newHTTPServer(h, auth.log, ln)
+	p.srv = newHTTPServer(h, auth.log)
+	p.srv.serve(ln)
 	auth.log.Info("ratlstest: PCCS double started (serves TEST collateral)", "url", p.url, "fmspc", auth.FMSPC())
 	return p, nil
 }

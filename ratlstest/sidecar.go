@@ -187,17 +187,18 @@ func (s *Sidecar) Stats() SidecarStats {
 // from clients after a successful handshake.
 func (s *Sidecar) BytesReceived() int64 { return s.proxy.Stats().BytesFromClients }
 
-// Shutdown stops accepting and waits for open connections to end by
-// themselves; when ctx ends it closes them. It then closes the Server the
-// sidecar created.
+// Shutdown stops accepting and waits for open connections, handshakes in
+// progress included, to end by themselves; when ctx ends it closes them.
+// It then closes the Server the sidecar created.
 func (s *Sidecar) Shutdown(ctx context.Context) error {
 	err := s.proxy.Shutdown(ctx)
 	s.finish()
 	return err
 }
 
-// Close closes the listener and every connection and waits for all the
-// sidecar's goroutines, then closes the Server the sidecar created.
+// Close closes the listener and every connection (ending handshakes in
+// progress) and waits for all the sidecar's goroutines, then closes the
+// Server the sidecar created.
 func (s *Sidecar) Close() error {
 	err := s.proxy.Close()
 	if ferr := s.finish(); err == nil {

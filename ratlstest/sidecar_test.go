@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -114,7 +117,9 @@ func TestSidecarRejectsClients(t *testing.T) {
 			require.Error(t, err)
 		})
 	}
-	require.NoError(t, sc.Close())
+	// Shutdown, unlike Close, lets handshakes in progress finish, so the
+	// sidecar logs each verdict rather than its cancellation.
+	require.NoError(t, sc.Shutdown(ctx))
 	for _, tt := range tests {
 		if tt.want == nil {
 			continue
@@ -173,4 +178,48 @@ func TestSidecarWithGivenServer(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "ping", string(buf))
 	assert.EqualValues(t, 1, st.Agent.TLSKeyCalls(), "only the client asked the agent")
+}
+
+// TestSidecarUnixUpstreamAndListener serves a caller-made listener and
+// forwards to a unix-socket upstream.
+func TestSidecarUnixUpstreamAndListener(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := StartStack(t, StackOptions{})
+
+	sock := filepath.Join(t.TempDir(), "up.sock")
+	up, err := net.Listen("unix", sock)
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		c, err := up.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.Copy(c, c)
+	})
+	defer func() {
+		up.Close()
+		wg.Wait()
+	}()
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	sc, err := NewSidecar(ctx, SidecarConfig{Upstream: "unix:" + sock, ServerConfig: st.ServerConfig, Listener: ln})
+	require.NoError(t, err)
+	defer sc.Close()
+	assert.Equal(t, ln.Addr().String(), sc.Addr())
+
+	client, err := st.NewClient(ctx)
+	require.NoError(t, err)
+	conn, err := client.DialContext(ctx, "tcp", sc.Addr())
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = conn.Write([]byte("via unix"))
+	require.NoError(t, err)
+	buf := make([]byte, len("via unix"))
+	_, err = io.ReadFull(conn, buf)
+	require.NoError(t, err)
+	assert.Equal(t, "via unix", string(buf))
 }

@@ -62,35 +62,38 @@ type Stack struct {
 }
 
 // NewStack starts a Stack. Close it when done.
-func NewStack(opts StackOptions) (_ *Stack, err error) {
+func NewStack(opts StackOptions) (*Stack, error) {
+	s := &Stack{}
+	if err := s.start(opts); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Stack) start(opts StackOptions) (err error) {
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Stack{}
-	defer func() {
-		if err != nil {
-			s.Close()
-		}
-	}()
 	if s.Authority, err = NewAuthority(AuthorityOptions{Logger: log}); err != nil {
-		return nil, err
+		return err
 	}
 	if s.PCCS, err = NewPCCS(s.Authority); err != nil {
-		return nil, err
+		return err
 	}
 	if err = s.add(s.PCCS); err != nil {
-		return nil, err
+		return err
 	}
 	if s.Verifier, err = s.PCCS.NewVerifier(dcap.Options{Logger: log}); err != nil {
-		return nil, err
+		return err
 	}
 	s.Agent, err = NewAgent(s.Authority, AgentOptions{TD: opts.TD, Format: opts.Format, Validity: opts.Validity, Logger: log})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err = s.add(s.Agent); err != nil {
-		return nil, err
+		return err
 	}
 	td := s.Agent.TD()
 	policy := ratls.Policy{MRTDs: []string{td.MRTDHex()}, ComposeHashes: []string{td.ComposeHashHex()}}
@@ -108,7 +111,7 @@ func NewStack(opts StackOptions) (_ *Stack, err error) {
 		Subject:        "localhost",
 		AltNames:       []string{"localhost", "127.0.0.1"},
 	}
-	return s, nil
+	return nil
 }
 
 // errStackClosed is returned by the New methods after Close.

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"sort"
 	"strings"
 )
 
@@ -150,18 +149,32 @@ func (c *cli) flagSet(name, synopsis, description string) *flag.FlagSet {
 	return fs
 }
 
-// parse parses args, prints the help on --help (returning flag.ErrHelp) and
-// turns every other flag error into a usageError.
-func parse(fs *flag.FlagSet, args []string) error {
-	err := fs.Parse(args)
-	if errors.Is(err, flag.ErrHelp) {
-		fs.Usage()
-		return err
+// parse parses args, which may mix flags and positional arguments (as in
+// "inspect HOST:PORT --json"), and returns the positional ones. It prints
+// the help on --help (returning flag.ErrHelp) and turns every other flag
+// error into a usageError.
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		err := fs.Parse(args)
+		if errors.Is(err, flag.ErrHelp) {
+			fs.Usage()
+			return nil, err
+		}
+		if err != nil {
+			return nil, usageError{err.Error()}
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return positional, nil
+		}
+		// After "--", everything is positional.
+		if i := len(args) - len(rest); i > 0 && args[i-1] == "--" {
+			return append(positional, rest...), nil
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
 	}
-	if err != nil {
-		return usageError{err.Error()}
-	}
-	return nil
 }
 
 // logger is where long-running subcommands report connections.
@@ -173,14 +186,4 @@ func (c *cli) notifyListening(name string, addr net.Addr) {
 	if c.listening != nil {
 		c.listening(name, addr)
 	}
-}
-
-// sortedKeys is for deterministic help text.
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -28,14 +28,15 @@ func (c *cli) fetchCollateral(ctx context.Context, args []string) error {
 		pccs      = fs.String("pccs", c.getenv(envPCCS), "collateral source `URL` (Intel PCS or a PCCS); default $"+envPCCS+", else "+dcap.IntelPCS)
 		timeout   = fs.Duration("timeout", 30*time.Second, "bound on the whole fetch")
 	)
-	if err := parse(fs, args); err != nil {
+	args, err := parse(fs, args)
+	if err != nil {
 		return err
 	}
 	if *quoteFile == "" || *out == "" {
 		return usagef("--quote and -o are required")
 	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
+	if len(args) > 0 {
+		return usagef("unexpected argument %q", args[0])
 	}
 	quote, err := readQuote(*quoteFile)
 	if err != nil {

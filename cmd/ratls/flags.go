@@ -164,16 +164,24 @@ func (f *clientCertFlags) certificate() (*tls.Certificate, error) {
 	return &cert, nil
 }
 
-// loadCertificates reads certificates from a PEM file (every CERTIFICATE
-// block, in order) or a DER file (one certificate).
+// loadCertificates reads certificates from a DER file (one certificate) or
+// a PEM file (every CERTIFICATE block, in order).
 func loadCertificates(path string) ([]*x509.Certificate, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
+	// DER first: an RA-TLS certificate's quote embeds the PCK chain as PEM
+	// text, which a PEM scan of DER bytes would find.
+	if len(b) > 0 && b[0] == 0x30 {
+		cert, err := x509.ParseCertificate(b)
+		if err != nil {
+			return nil, fmt.Errorf("%s: not a DER certificate: %w", path, err)
+		}
+		return []*x509.Certificate{cert}, nil
+	}
 	var certs []*x509.Certificate
-	rest := b
-	for {
+	for rest := b; ; {
 		var block *pem.Block
 		block, rest = pem.Decode(rest)
 		if block == nil {
@@ -188,17 +196,10 @@ func loadCertificates(path string) ([]*x509.Certificate, error) {
 		}
 		certs = append(certs, cert)
 	}
-	if len(certs) > 0 {
-		return certs, nil
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("%s: neither a DER certificate nor PEM with a CERTIFICATE block", path)
 	}
-	if strings.Contains(string(b), "-----BEGIN") {
-		return nil, fmt.Errorf("%s: no CERTIFICATE block in the PEM file", path)
-	}
-	cert, err := x509.ParseCertificate(b)
-	if err != nil {
-		return nil, fmt.Errorf("%s: neither PEM nor a DER certificate: %w", path, err)
-	}
-	return []*x509.Certificate{cert}, nil
+	return certs, nil
 }
 
 func loadCertificate(path string) (*x509.Certificate, error) {

@@ -97,13 +97,14 @@ func (c *cli) inspect(ctx context.Context, args []string) error {
 	)
 	pf.register(fs, c.getenv)
 	cf.register(fs, c.getenv)
-	if err := parse(fs, args); err != nil {
+	args, err := parse(fs, args)
+	if err != nil {
 		return err
 	}
 	switch {
-	case *certFile != "" && fs.NArg() > 0:
+	case *certFile != "" && len(args) > 0:
 		return usagef("give either --cert FILE or HOST:PORT, not both")
-	case *certFile == "" && fs.NArg() != 1:
+	case *certFile == "" && len(args) != 1:
 		return usagef("give --cert FILE or one HOST:PORT")
 	}
 	// Check the policy flags before any network I/O.
@@ -112,11 +113,10 @@ func (c *cli) inspect(ctx context.Context, args []string) error {
 	}
 
 	var chain []*x509.Certificate
-	var err error
 	if *certFile != "" {
 		chain, err = loadCertificates(*certFile)
 	} else {
-		chain, err = c.fetchChain(ctx, fs.Arg(0), *serverName, &cf, *timeout)
+		chain, err = c.fetchChain(ctx, args[0], *serverName, &cf, *timeout)
 	}
 	if err != nil {
 		return err

@@ -47,14 +47,15 @@ func (c *cli) proxy(ctx context.Context, args []string) error {
 	)
 	pf.register(fs, c.getenv)
 	cf.register(fs, c.getenv)
-	if err := parse(fs, args); err != nil {
+	args, err := parse(fs, args)
+	if err != nil {
 		return err
 	}
 	if *listen == "" || *upstream == "" {
 		return usagef("--listen and --upstream are required")
 	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
+	if len(args) > 0 {
+		return usagef("unexpected argument %q", args[0])
 	}
 	if _, _, err := net.SplitHostPort(*upstream); err != nil {
 		return usagef("--upstream %q is not HOST:PORT", *upstream)

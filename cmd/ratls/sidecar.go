@@ -2,12 +2,12 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
+	"log/slog"
 	"net"
 	"time"
 
 	"github.com/teesql/ratls"
-	"github.com/teesql/ratls/internal/forward"
+	"github.com/teesql/ratls/ratlstest"
 )
 
 const sidecarHelp = `
@@ -37,26 +37,32 @@ func (c *cli) sidecar(ctx context.Context, args []string) error {
 		altNames  listFlag
 		handshake = fs.Duration("handshake-timeout", 30*time.Second, "bound on each client handshake and upstream connect")
 		drain     = fs.Duration("shutdown-timeout", 10*time.Second, "how long open connections may finish after SIGTERM/SIGINT")
+		logLevel  = fs.String("log-level", "info", "`LEVEL` of logging: debug (also every attested client and relay), info, warn or error")
 		pf        policyFlags
 		cf        clientCertFlags
 	)
 	fs.Var(&altNames, "alt-names", "subject alternative `NAMES` of the served certificate, comma-separated")
 	pf.register(fs, c.getenv)
 	cf.registerAgent(fs, c.getenv)
-	if err := parse(fs, args); err != nil {
+	args, err := parse(fs, args)
+	if err != nil {
 		return err
 	}
 	if *listen == "" || *upstream == "" {
 		return usagef("--listen and --upstream are required")
 	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
+	if len(args) > 0 {
+		return usagef("unexpected argument %q", args[0])
 	}
 	pol, err := pf.policy()
 	if err != nil {
 		return err
 	}
-	logger := c.logger().With("cmd", "sidecar")
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return usagef("--log-level %q: want debug, info, warn or error", *logLevel)
+	}
+	logger := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: level})).With("cmd", "sidecar")
 	v, err := pf.verifier(nil, logger)
 	if err != nil {
 		return err
@@ -79,31 +85,33 @@ func (c *cli) sidecar(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	tlsConfig := srv.TLSConfig()
-	var d net.Dialer
-	fwd := &forward.Proxy{
-		// The handshake verifies the client; the upstream is dialed
-		// only once it succeeded.
-		Handshake: func(ctx context.Context, conn net.Conn) (net.Conn, error) {
-			tc := tls.Server(conn, tlsConfig)
-			if err := tc.HandshakeContext(ctx); err != nil {
-				return nil, err
-			}
-			if rep, ok := srv.Report(tc); ok {
-				logReport(logger.With("client", conn.RemoteAddr().String()), "client attested", rep)
-			} else {
-				logger.Warn("client admitted WITHOUT attestation (--insecure-skip-client-attestation)", "client", conn.RemoteAddr().String())
-			}
-			return tc, nil
-		},
-		Dial: func(ctx context.Context) (net.Conn, error) {
-			return d.DialContext(ctx, "tcp", *upstream)
-		},
+	// The same sidecar the test suite puts in front of PostgreSQL.
+	sc, err := ratlstest.NewSidecar(ctx, ratlstest.SidecarConfig{
+		Upstream:         *upstream,
+		Server:           srv,
+		Listener:         ln,
 		HandshakeTimeout: *handshake,
 		Logger:           logger,
+	})
+	if err != nil {
+		ln.Close()
+		return err
 	}
 	logger.Info("listening", "addr", ln.Addr().String(), "upstream", *upstream,
 		"client_attestation", !*skip)
 	c.notifyListening("sidecar", ln.Addr())
-	return serveUntilDone(ctx, fwd, ln, *drain, logger)
+	<-ctx.Done()
+
+	st := sc.Stats()
+	logger.Info("shutting down", "open_connections", st.Active, "drain", *drain)
+	sctx, cancel := context.WithTimeout(context.Background(), *drain)
+	defer cancel()
+	if err := sc.Shutdown(sctx); err != nil {
+		logger.Warn("closed connections still open after the drain period")
+	}
+	if err := sc.Close(); err != nil {
+		return err
+	}
+	logger.Info("stopped", "accepted", st.Accepted, "rejected", st.Rejected, "relayed", st.Relayed)
+	return nil
 }

@@ -70,14 +70,15 @@ func (c *cli) verifyQuote(ctx context.Context, args []string) error {
 		pf        policyFlags
 	)
 	pf.register(fs, c.getenv)
-	if err := parse(fs, args); err != nil {
+	args, err := parse(fs, args)
+	if err != nil {
 		return err
 	}
 	if *quoteFile == "" {
 		return usagef("--quote is required")
 	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
+	if len(args) > 0 {
+		return usagef("unexpected argument %q", args[0])
 	}
 	pol, err := pf.policy()
 	if err != nil {
@@ -146,8 +147,9 @@ func (c *cli) verifyQuote(ctx context.Context, args []string) error {
 	return err
 }
 
-// checkVerdict applies pol to the verdict on a bare quote, in the order the
-// core checks a connection.
+// checkVerdict applies pol to the verdict on a bare quote, in the order and
+// with the rules the core applies to a connection (MRTD, debug, TCB status,
+// app identity).
 //
 // TODO(core): the core exports no way to apply a Policy to a verdict; once
 // it does, call it here so that the CLI and connections cannot disagree.
@@ -156,24 +158,24 @@ func checkVerdict(pol ratls.Policy, v *tdx.Verdict) error {
 		return fmt.Errorf("%w: the verifier returned no verdict", ratls.ErrQuoteInvalid)
 	}
 	body := &v.Quote.Body
+	if len(pol.MRTDs) > 0 {
+		mrtd := hexs(body.MRTD[:])
+		if !slices.ContainsFunc(pol.MRTDs, func(s string) bool { return strings.EqualFold(s, mrtd) }) {
+			return fmt.Errorf("%w: MRTD %s is not in the allowlist [%s]", ratls.ErrMRTDNotAllowed, mrtd, strings.Join(pol.MRTDs, ", "))
+		}
+	}
 	if body.Debug() && !pol.AllowDebugMode {
-		return fmt.Errorf("%w: TDATTRIBUTES %s has the DEBUG bit set", ratls.ErrDebugMode, hexs(body.TDAttributes[:]))
+		return fmt.Errorf("%w: TD attributes %s have the debug bit set, and --allow-debug is off", ratls.ErrDebugMode, hexs(body.TDAttributes[:]))
 	}
 	accepted := pol.AcceptTCBStatuses
-	if accepted == nil {
+	if len(accepted) == 0 {
 		accepted = []tdx.TCBStatus{tdx.TCBUpToDate, tdx.TCBSWHardeningNeeded}
 	}
 	if !slices.Contains(accepted, v.TCBStatus) {
 		return &ratls.TCBStatusError{Status: v.TCBStatus, AdvisoryIDs: v.AdvisoryIDs, Accepted: accepted}
 	}
-	if len(pol.MRTDs) > 0 {
-		mrtd := hexs(body.MRTD[:])
-		if !slices.ContainsFunc(pol.MRTDs, func(s string) bool { return strings.EqualFold(s, mrtd) }) {
-			return fmt.Errorf("%w: MRTD %s, allowed %s", ratls.ErrMRTDNotAllowed, mrtd, strings.Join(pol.MRTDs, ", "))
-		}
-	}
 	if len(pol.ComposeHashes) > 0 || len(pol.AppIDs) > 0 {
-		return fmt.Errorf("%w: a bare quote carries no event log, so no compose hash or app id can be established", ratls.ErrAppIdentity)
+		return fmt.Errorf("%w: app identity is pinned but a bare quote carries no event log to establish it", ratls.ErrAppIdentity)
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,8 +53,9 @@ type Proxy struct {
 	Logger *slog.Logger
 
 	initOnce sync.Once
-	ctx      context.Context // ends when the Proxy closes
+	ctx      context.Context // ends on Close: handshakes and dials stop
 	cancel   context.CancelFunc
+	stopped  chan struct{} // closed once the Proxy stops accepting
 
 	mu        sync.Mutex
 	closed    bool
@@ -99,6 +101,7 @@ func (p *Proxy) Stats() Stats {
 func (p *Proxy) init() {
 	p.initOnce.Do(func() {
 		p.ctx, p.cancel = context.WithCancel(context.Background())
+		p.stopped = make(chan struct{})
 		p.listeners = make(map[net.Listener]struct{})
 		p.conns = make(map[net.Conn]struct{})
 	})
@@ -143,7 +146,7 @@ func (p *Proxy) Serve(ln net.Listener) error {
 			p.logger().Warn("forward: accept failed; retrying", "addr", ln.Addr().String(), "err", err, "backoff", backoff)
 			select {
 			case <-time.After(backoff):
-			case <-p.ctx.Done():
+			case <-p.stopped:
 				return ErrClosed
 			}
 			continue
@@ -210,7 +213,8 @@ func (p *Proxy) handle(raw net.Conn) {
 	if timeout <= 0 {
 		timeout = DefaultHandshakeTimeout
 	}
-	// Derived from p.ctx: closing the Proxy ends handshakes and dials.
+	// Derived from p.ctx: Close ends handshakes and dials; Shutdown lets
+	// them finish.
 	ctx, cancel := context.WithTimeout(p.ctx, timeout)
 	defer cancel()
 
@@ -254,11 +258,13 @@ func (p *Proxy) handle(raw net.Conn) {
 func (p *Proxy) relay(client, upstream net.Conn) (up, down int64, err error) {
 	errc := make(chan error, 2)
 	var upN, downN atomic.Int64
+	var lastActive atomic.Int64 // unix nanoseconds of the last byte either way
+	lastActive.Store(time.Now().UnixNano())
 	go func() {
-		errc <- p.copy(upstream, client, &p.fromClients, &upN)
+		errc <- p.copy(upstream, client, &p.fromClients, &upN, &lastActive)
 	}()
 	go func() {
-		errc <- p.copy(client, upstream, &p.toClients, &downN)
+		errc <- p.copy(client, upstream, &p.toClients, &downN, &lastActive)
 	}()
 	var first error
 	for range 2 {
@@ -273,8 +279,10 @@ func (p *Proxy) relay(client, upstream net.Conn) (up, down int64, err error) {
 
 // copy copies src to dst, then half-closes dst. It counts bytes read from
 // src into both counters as they arrive, so that a test can see bytes that
-// reached the proxy even if the upstream never read them.
-func (p *Proxy) copy(dst, src net.Conn, total, conn *atomic.Int64) error {
+// reached the proxy even if the upstream never read them. With an
+// IdleTimeout, a read that times out ends the copy only if no byte moved in
+// either direction meanwhile: a one-way stream is not idle.
+func (p *Proxy) copy(dst, src net.Conn, total, conn, lastActive *atomic.Int64) error {
 	buf := make([]byte, 32<<10)
 	for {
 		if p.IdleTimeout > 0 {
@@ -282,6 +290,7 @@ func (p *Proxy) copy(dst, src net.Conn, total, conn *atomic.Int64) error {
 		}
 		n, rerr := src.Read(buf)
 		if n > 0 {
+			lastActive.Store(time.Now().UnixNano())
 			total.Add(int64(n))
 			conn.Add(int64(n))
 			if _, werr := dst.Write(buf[:n]); werr != nil {
@@ -290,6 +299,10 @@ func (p *Proxy) copy(dst, src net.Conn, total, conn *atomic.Int64) error {
 		}
 		if rerr == io.EOF {
 			return closeWrite(dst)
+		}
+		if rerr != nil && p.IdleTimeout > 0 && errors.Is(rerr, os.ErrDeadlineExceeded) &&
+			time.Since(time.Unix(0, lastActive.Load())) < p.IdleTimeout {
+			continue
 		}
 		if rerr != nil {
 			return fmt.Errorf("forward: read: %w", rerr)
@@ -309,9 +322,10 @@ func closeWrite(c net.Conn) error {
 	return c.Close()
 }
 
-// Shutdown stops accepting and ends handshakes in progress, then waits for
-// active relays to end by themselves. If ctx ends first, it closes them (as
-// Close does) and returns ctx's error.
+// Shutdown stops accepting, then waits for connections in progress to end
+// by themselves: handshakes finish (within HandshakeTimeout) and relays run
+// until both sides are done. If ctx ends first, it closes them (as Close
+// does) and returns ctx's error.
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.stopAccepting()
 	done := make(chan struct{})
@@ -329,8 +343,8 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 }
 
-// Close closes the listeners and every connection, and waits for every
-// goroutine the Proxy started to end.
+// Close closes the listeners and every connection, ending handshakes and
+// dials in progress, and waits for every goroutine the Proxy started.
 func (p *Proxy) Close() error {
 	p.stopAccepting()
 	p.closeConns()
@@ -342,14 +356,19 @@ func (p *Proxy) stopAccepting() {
 	p.init()
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if !p.closed {
+		close(p.stopped)
+	}
 	p.closed = true
-	p.cancel()
 	for ln := range p.listeners {
 		ln.Close()
 	}
 }
 
+// closeConns ends everything in progress: handshakes and dials through
+// p.ctx, relays by closing their connections.
 func (p *Proxy) closeConns() {
+	p.cancel()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for c := range p.conns {

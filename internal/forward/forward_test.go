@@ -234,3 +234,44 @@ func TestServeRequiresDial(t *testing.T) {
 	require.Error(t, p.Serve(ln))
 	require.NoError(t, p.Close())
 }
+
+// TestIdleTimeoutSparesOneWayStreams: a relay where only the upstream
+// talks is not idle, even though the client's direction is silent for
+// longer than IdleTimeout.
+func TestIdleTimeoutSparesOneWayStreams(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes seconds of real time")
+	}
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	// 50 ticks of 50ms outlast IdleTimeout twice over, and a tick would
+	// have to stall 20 times over to look idle (the machine may be loaded).
+	const ticks = 50
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		for range ticks {
+			if _, err := c.Write([]byte{'.'}); err != nil {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	p := &Proxy{Dial: dialer(ln.Addr().String()), IdleTimeout: time.Second}
+	addr := startProxy(t, p)
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer c.Close()
+	got, err := io.ReadAll(c)
+	require.NoError(t, err)
+	assert.Len(t, got, ticks)
+}

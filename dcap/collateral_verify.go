@@ -20,7 +20,6 @@ import (
 // platform family; only its validity windows are checked per quote
 // (checkTime). It is immutable once built.
 type checkedCollateral struct {
-	raw        *Collateral
 	tcbInfo    *TCBInfo
 	qeIdentity *QEIdentity
 	fmspc      string // upper-case hex
@@ -64,7 +63,7 @@ func checkCollateral(root *x509.Certificate, c *Collateral) (*checkedCollateral,
 	if c == nil {
 		return nil, fmt.Errorf("%w: nil collateral", ErrMalformedCollateral)
 	}
-	cc := &checkedCollateral{raw: c}
+	cc := &checkedCollateral{}
 
 	rootCRL, err := parseCRLField("root CA CRL", c.RootCACRL)
 	if err != nil {
