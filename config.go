@@ -104,7 +104,11 @@ type Config struct {
 	CertificateMaxAge time.Duration
 	// CacheTTL bounds how long a verified server certificate is trusted
 	// without re-verifying its quote. Zero: 10 minutes. Negative: no cache.
-	// An entry never outlives the certificate or the verdict's ValidUntil.
+	// An entry never outlives the certificate or the verdict's ValidUntil,
+	// and failures are never cached. The cache belongs to the Client, whose
+	// policy and verifier are fixed, so it is keyed by the certificate alone
+	// (SHA-256 of its DER); it holds at most 1024 entries. Concurrent
+	// handshakes presenting one certificate verify it once, cache or not.
 	CacheTTL time.Duration
 	// HandshakeTimeout bounds the TCP connect and TLS handshake of Dial,
 	// and the attestation checks of handshakes driven by others (TLSConfig,

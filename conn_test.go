@@ -17,16 +17,16 @@ import (
 	"github.com/teesql/ratls/tdx"
 )
 
-// silentListener accepts connections and never answers; it counts the
+// silentListener accepts connections and never answers; it records the
 // bytes it receives.
-func silentListener(t *testing.T) (addr string, received func() int) {
+func silentListener(t *testing.T) (addr string, received func() []byte) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	var conns []net.Conn
-	n := 0
+	var got []byte
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -45,7 +45,7 @@ func silentListener(t *testing.T) (addr string, received func() int) {
 				for {
 					k, err := c.Read(buf)
 					mu.Lock()
-					n += k
+					got = append(got, buf[:k]...)
 					mu.Unlock()
 					if err != nil {
 						return
@@ -63,23 +63,27 @@ func silentListener(t *testing.T) (addr string, received func() int) {
 		mu.Unlock()
 		wg.Wait()
 	})
-	return ln.Addr().String(), func() int {
+	return ln.Addr().String(), func() []byte {
 		mu.Lock()
 		defer mu.Unlock()
-		return n
+		return append([]byte(nil), got...)
 	}
 }
 
 func TestDialHandshakeTimeout(t *testing.T) {
 	t.Parallel()
 	addr, received := silentListener(t)
-	c := testClient(t, Config{Verifier: newFakeVerifier(), HandshakeTimeout: 100 * time.Millisecond})
+	c := testClient(t, Config{Verifier: newFakeVerifier(), HandshakeTimeout: 500 * time.Millisecond})
 	conn, err := c.DialContext(context.Background(), "tcp", addr)
 	require.Nil(t, conn)
 	requireOnlySentinel(t, err, ErrHandshakeTimeout)
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
-	// Only the ClientHello was sent: a TLS handshake record (type 22).
-	assert.Positive(t, received())
+	// The first bytes on the wire are a TLS handshake record (type 22,
+	// version 3.x) holding a ClientHello (type 1): no protocol preamble.
+	got := received()
+	require.GreaterOrEqual(t, len(got), 6, "the ClientHello did not arrive within the timeout")
+	assert.Equal(t, []byte{0x16, 0x03}, got[:2])
+	assert.Equal(t, byte(0x01), got[5])
 }
 
 func TestDialTimeoutDuringVerification(t *testing.T) {

@@ -19,7 +19,9 @@ import (
 //
 // Every dstack extension present is parsed, used or not, and any that is
 // malformed fails the whole certificate: a certificate that two readers could
-// understand differently is rejected. Other extensions are ignored.
+// understand differently is rejected. The .1.1 quote must parse. Beside .1.8,
+// a .1.2 event log is checked but the envelope's events are the ones
+// returned. Other extensions are ignored.
 func FromCertificate(cert *x509.Certificate) (*Attestation, error) {
 	if cert == nil {
 		return nil, errors.New("ext: FromCertificate: nil certificate")

@@ -70,8 +70,9 @@ func (a dialAddr) String() string  { return a.addr }
 
 // Report returns the attestation report verified when conn's network
 // connection was made, or false if conn was not made by a configuration of
-// this package (or an AfterNetConnect hook replaced its net.Conn). For a
-// *pgx.Conn, pass conn.PgConn().
+// this package. An AfterNetConnect hook that wraps the connection must let
+// it be reached through a NetConn() net.Conn method (as *tls.Conn does). For
+// a *pgx.Conn, pass conn.PgConn().
 func Report(conn *pgconn.PgConn) (*ratls.Report, bool) {
 	ac, ok := attested(conn)
 	if !ok {
@@ -84,6 +85,18 @@ func attested(conn *pgconn.PgConn) (*attestedConn, bool) {
 	if conn == nil {
 		return nil, false
 	}
-	ac, ok := conn.Conn().(*attestedConn)
-	return ac, ok
+	c := conn.Conn()
+	// Unwrap AfterNetConnect wrappers; bounded, as wrappers are untrusted
+	// code that could point at themselves.
+	for range 8 {
+		switch v := c.(type) {
+		case *attestedConn:
+			return v, true
+		case interface{ NetConn() net.Conn }:
+			c = v.NetConn()
+		default:
+			return nil, false
+		}
+	}
+	return nil, false
 }

@@ -2,12 +2,15 @@ package ratlspgx
 
 import (
 	"context"
+	"errors"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/teesql/ratls"
 )
+
+var errNoReport = errors.New("ratlspgx: pooled connection has no attestation report (was its net.Conn replaced by an AfterNetConnect hook?)")
 
 // ConfigurePool applies Configure to pc.ConnConfig and installs the
 // re-verification hooks: a connection whose report has expired, or older
@@ -26,6 +29,13 @@ func ConfigurePool(pc *pgxpool.Config, client *ratls.Client, opts *Options) erro
 
 	prepare, before := pc.PrepareConn, pc.BeforeAcquire
 	pc.PrepareConn = func(ctx context.Context, c *pgx.Conn) (bool, error) {
+		if c == nil {
+			return false, errNoReport
+		}
+		if _, ok := attested(c.PgConn()); !ok {
+			// Retrying would meet the same: fail the acquisition.
+			return false, errNoReport
+		}
 		if Stale(c, opts) {
 			// Destroyed; pgxpool retries the acquisition on another
 			// connection, dialing (and attesting) a new one if needed.

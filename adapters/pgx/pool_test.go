@@ -1,10 +1,13 @@
 package ratlspgx_test
 
 import (
+	"context"
+	"net"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -123,4 +126,47 @@ func TestStaleForeignConnection(t *testing.T) {
 	assert.True(t, ratlspgx.Stale(nil, nil))
 	_, ok := ratlspgx.Report(nil)
 	assert.False(t, ok)
+}
+
+type hidingConn struct{ net.Conn }
+
+type unwrappableConn struct{ net.Conn }
+
+func (c unwrappableConn) NetConn() net.Conn { return c.Conn }
+
+// An AfterNetConnect hook may wrap the attested connection; the report is
+// still found through NetConn, and a pool refuses a connection whose report
+// cannot be found rather than retrying forever.
+func TestAfterNetConnectWrappers(t *testing.T) {
+	t.Parallel()
+	env := pgtest.Start(t)
+	ctx := testCtx(t)
+	for _, tc := range []struct {
+		name   string
+		wrap   func(net.Conn) net.Conn
+		report bool
+	}{
+		{"unwrappable", func(c net.Conn) net.Conn { return unwrappableConn{c} }, true},
+		{"hiding", func(c net.Conn) net.Conn { return hidingConn{c} }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pc, err := ratlspgx.ParsePoolConfig(env.DSN(pgtest.ReadUser), env.Client, nil)
+			require.NoError(t, err)
+			pc.ConnConfig.AfterNetConnect = func(_ context.Context, _ *pgconn.Config, c net.Conn) (net.Conn, error) {
+				return tc.wrap(c), nil
+			}
+			pool, err := pgxpool.NewWithConfig(ctx, pc)
+			require.NoError(t, err)
+			defer pool.Close()
+			c, err := pool.Acquire(ctx)
+			if !tc.report {
+				require.ErrorContains(t, err, "no attestation report")
+				return
+			}
+			require.NoError(t, err)
+			defer c.Release()
+			_, ok := ratlspgx.Report(c.Conn().PgConn())
+			assert.True(t, ok)
+		})
+	}
 }

@@ -135,30 +135,38 @@ func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
 
+// flagSet is a subcommand's flags and its help text.
+type flagSet struct {
+	*flag.FlagSet
+	help func()
+}
+
 // flagSet returns a FlagSet that leaves all printing to parse.
-func (c *cli) flagSet(name, synopsis, description string) *flag.FlagSet {
+func (c *cli) flagSet(name, synopsis, description string) *flagSet {
 	fs := flag.NewFlagSet("ratls "+name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.Usage = func() {
+	// The flag package calls Usage on every error; parse prints instead.
+	fs.Usage = func() {}
+	help := func() {
 		w := c.stdout
 		fmt.Fprintf(w, "Usage: ratls %s %s\n\n%s\n\nFlags:\n", name, synopsis, strings.TrimSpace(description))
 		fs.SetOutput(w)
 		fs.PrintDefaults()
 		fs.SetOutput(io.Discard)
 	}
-	return fs
+	return &flagSet{fs, help}
 }
 
 // parse parses args, which may mix flags and positional arguments (as in
 // "inspect HOST:PORT --json"), and returns the positional ones. It prints
 // the help on --help (returning flag.ErrHelp) and turns every other flag
 // error into a usageError.
-func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+func parse(fs *flagSet, args []string) ([]string, error) {
 	var positional []string
 	for {
 		err := fs.Parse(args)
 		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
+			fs.help()
 			return nil, err
 		}
 		if err != nil {

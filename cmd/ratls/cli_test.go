@@ -167,7 +167,7 @@ func TestHelp(t *testing.T) {
 			for _, args := range [][]string{{cmd.name, "--help"}, {cmd.name, "-h"}, {"help", cmd.name}} {
 				r := runCmd(t, nil, args...)
 				require.Equal(t, exitOK, r.code, "%v: %s", args, r.stderr)
-				assert.Contains(t, r.stdout, "Usage: ratls "+cmd.name)
+				assert.Equal(t, 1, strings.Count(r.stdout, "Usage: ratls "+cmd.name), r.stdout)
 				assert.Contains(t, r.stdout, "Exit status")
 				assert.Empty(t, r.stderr)
 			}
@@ -180,6 +180,7 @@ func TestBadFlag(t *testing.T) {
 	for _, cmd := range commands() {
 		r := runCmd(t, nil, cmd.name, "--no-such-flag")
 		assert.Equal(t, exitUsage, r.code, cmd.name)
+		assert.Empty(t, r.stdout)
 		assert.Contains(t, r.stderr, "ratls "+cmd.name+": flag provided but not defined")
 		assert.Equal(t, 2, strings.Count(r.stderr, "\n"), "one error line and one hint: %q", r.stderr)
 	}

@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
-	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -47,7 +46,7 @@ type policyFlags struct {
 	pccs, trustedRoot            string
 }
 
-func (p *policyFlags) register(fs *flag.FlagSet, getenv func(string) string) {
+func (p *policyFlags) register(fs *flagSet, getenv func(string) string) {
 	fs.Var(&p.mrtds, "mrtd", "accepted MRTD `HEX` (96 digits); comma-separated or repeated; empty: any MRTD")
 	fs.Var(&p.composeHashes, "compose-hash", "accepted app compose hash `HEX` (64 digits, from the RTMR3 event log); comma-separated or repeated")
 	fs.Var(&p.appIDs, "app-id", "accepted dstack app id `HEX` (40 digits); comma-separated or repeated")
@@ -139,13 +138,13 @@ type clientCertFlags struct {
 	agent             string
 }
 
-func (f *clientCertFlags) register(fs *flag.FlagSet, getenv func(string) string) {
+func (f *clientCertFlags) register(fs *flagSet, getenv func(string) string) {
 	fs.StringVar(&f.certFile, "client-cert", "", "client certificate chain `PEM` file (with --client-key); default: a certificate from the dstack guest agent")
 	fs.StringVar(&f.keyFile, "client-key", "", "client private key `PEM` file")
 	f.registerAgent(fs, getenv)
 }
 
-func (f *clientCertFlags) registerAgent(fs *flag.FlagSet, getenv func(string) string) {
+func (f *clientCertFlags) registerAgent(fs *flagSet, getenv func(string) string) {
 	fs.StringVar(&f.agent, "dstack-endpoint", getenv(envAgent), "dstack guest agent `ENDPOINT` (http URL or unix socket path); default $"+envAgent+", else the standard sockets")
 }
 

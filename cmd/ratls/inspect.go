@@ -71,8 +71,10 @@ type inspection struct {
 
 	Verification *verification `json:"verification,omitempty"`
 
-	// Not printed as keys: why the attestation could not be read.
+	// Not printed: why the attestation could not be read, and the raw
+	// quote.
 	problem error
+	quote   []byte
 }
 
 // verification is what --verify concluded.
@@ -90,6 +92,7 @@ func (c *cli) inspect(ctx context.Context, args []string) error {
 		jsonOut    = fs.Bool("json", false, "print JSON")
 		certFile   = fs.String("cert", "", "read the certificate from `FILE` instead of a server")
 		verify     = fs.Bool("verify", false, "also verify the certificate (DCAP, key binding, policy flags)")
+		saveQuote  = fs.String("save-quote", "", "write the raw quote to `FILE` (for verify-quote and fetch-collateral)")
 		serverName = fs.String("server-name", "", "TLS server `NAME` (SNI) sent to the server; default the host of HOST:PORT")
 		timeout    = fs.Duration("timeout", 10*time.Second, "bound on the connection and handshake")
 		pf         policyFlags
@@ -122,6 +125,11 @@ func (c *cli) inspect(ctx context.Context, args []string) error {
 		return err
 	}
 	ins := inspect(chain[0])
+	if *saveQuote != "" && ins.quote != nil {
+		if err := writeFileAtomic(*saveQuote, ins.quote); err != nil {
+			return err
+		}
+	}
 	if *verify {
 		ins.Verification = c.verifyChain(ctx, chain, &pf)
 	}
@@ -159,6 +167,7 @@ func inspect(cert *x509.Certificate) *inspection {
 		return ins
 	}
 	ins.SourceOID = att.SourceOID.String()
+	ins.quote = att.Quote
 	q, err := tdx.ParseQuote(att.Quote)
 	if err != nil {
 		ins.problem = err

@@ -124,8 +124,12 @@ func TestInspectCertFile(t *testing.T) {
 	_, err := time.Parse(time.RFC3339, m["not_before"].(string))
 	assert.NoError(t, err)
 
-	r = runCmd(t, nil, "inspect", "--cert", path)
+	quotePath := filepath.Join(t.TempDir(), "quote.bin")
+	r = runCmd(t, nil, "inspect", "--cert", path, "--save-quote", quotePath)
 	require.Equal(t, exitOK, r.code, r.stderr)
+	att, err := ext.FromCertificate(cert.Leaf)
+	require.NoError(t, err)
+	assert.Equal(t, string(att.Quote), readFile(t, quotePath))
 	for _, want := range []string{td.MRTDHex(), td.ComposeHashHex(), "key binding", "ok", "replays to the quote: ok", "inspect.test"} {
 		assert.Contains(t, r.stdout, want)
 	}

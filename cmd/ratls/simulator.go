@@ -61,15 +61,23 @@ func (c *cli) simulator(ctx context.Context, args []string) error {
 		return usagef("--format %q: want v0, v1, legacy or both", *format)
 	}
 
-	stack, err := ratlstest.NewStack(ratlstest.StackOptions{
-		TD:     ratlstest.TD{Debug: *debug},
-		Format: f,
-		Logger: c.warnLogger(),
-	})
+	// The components, not a Stack: a Stack also builds a verifier, which
+	// the simulator has no use for.
+	logger := c.warnLogger()
+	auth, err := ratlstest.NewAuthority(ratlstest.AuthorityOptions{Logger: logger})
 	if err != nil {
 		return err
 	}
-	defer stack.Close()
+	pccs, err := ratlstest.NewPCCS(auth)
+	if err != nil {
+		return err
+	}
+	defer pccs.Close()
+	agent, err := ratlstest.NewAgent(auth, ratlstest.AgentOptions{TD: ratlstest.TD{Debug: *debug}, Format: f, Logger: logger})
+	if err != nil {
+		return err
+	}
+	defer agent.Close()
 
 	dir, err := os.MkdirTemp("", "ratls-simulator-")
 	if err != nil {
@@ -77,14 +85,14 @@ func (c *cli) simulator(ctx context.Context, args []string) error {
 	}
 	defer os.RemoveAll(dir)
 	rootPath := filepath.Join(dir, "root.pem")
-	rootPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: stack.Authority.Root().Raw})
+	rootPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: auth.Root().Raw})
 	if err := os.WriteFile(rootPath, rootPEM, 0o644); err != nil {
 		return err
 	}
 
 	env := fmt.Sprintf("%s=%s\n%s=%s\n%s=%s\n",
-		envAgent, stack.Agent.URL(),
-		envPCCS, stack.PCCS.URL(),
+		envAgent, agent.URL(),
+		envPCCS, pccs.URL(),
 		envTrustedRoot, rootPath)
 	if *envFile != "" {
 		if err := writeFileAtomic(*envFile, []byte(env)); err != nil {
@@ -92,7 +100,7 @@ func (c *cli) simulator(ctx context.Context, args []string) error {
 		}
 		defer os.Remove(*envFile)
 	}
-	td := stack.Agent.TD()
+	td := agent.TD()
 	fmt.Fprintf(c.stderr, `ratls simulator: SIMULATED TEE (no TDX hardware; quotes chain to a test root made for this run)
   simulated TD: MRTD %s
                 compose hash %s, app id %s, debug %v
@@ -100,7 +108,7 @@ func (c *cli) simulator(ctx context.Context, args []string) error {
   agent socket: %s
 Interrupt (Ctrl-C) to stop.
 `, td.MRTDHex(), td.ComposeHashHex(), td.AppIDHex(), td.Debug,
-		td.MRTDHex(), td.ComposeHashHex(), stack.Agent.SocketPath())
+		td.MRTDHex(), td.ComposeHashHex(), agent.SocketPath())
 	if _, err := fmt.Fprint(c.stdout, env); err != nil {
 		return err
 	}
