@@ -61,5 +61,7 @@
 // Limits: SCRAM channel binding is not used (pgx sees a wrapped connection,
 // not a *tls.Conn; the TeeSQL sidecar does not offer it anyway), so
 // channel_binding=require is refused as [ErrBadDSN]. Unix socket hosts are
-// refused.
+// refused. An AfterNetConnect hook that wraps the connection must expose it
+// through a NetConn() net.Conn method, or [Report] cannot find the report
+// and pools refuse the connection.
 package ratlspgx

@@ -18,7 +18,8 @@ var errNoReport = errors.New("ratlspgx: pooled connection has no attestation rep
 // (PrepareConn) or returned to the pool (AfterRelease), so the next
 // acquisition attests a fresh connection. Hooks already set in pc
 // (PrepareConn, or the deprecated BeforeAcquire; AfterRelease) still run,
-// after the check. A positive opts.MaxConnAge caps pc.MaxConnLifetime.
+// after the check: set them before calling ConfigurePool, not after. A
+// positive opts.MaxConnAge caps pc.MaxConnLifetime.
 func ConfigurePool(pc *pgxpool.Config, client *ratls.Client, opts *Options) error {
 	if err := Configure(&pc.ConnConfig.Config, client, opts); err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"time"
 
@@ -291,7 +292,13 @@ func (c *cli) offerClientCertificate(ctx context.Context, cfg *tls.Config, cf *c
 		cfg.Certificates = []tls.Certificate{*cert}
 		return func() {}, nil
 	}
-	client, err := ratls.NewClient(ctx, ratls.Config{DstackEndpoint: cf.agent, Verifier: noVerifier{}})
+	// This client only fetches a certificate: its (empty) policy is never
+	// applied, so its warnings about it would mislead.
+	client, err := ratls.NewClient(ctx, ratls.Config{
+		DstackEndpoint: cf.agent,
+		Verifier:       noVerifier{},
+		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
 	if err != nil {
 		if !errors.Is(err, ratls.ErrMissingDstackSocket) {
 			fmt.Fprintf(c.stderr, "ratls inspect: no client certificate from the dstack guest agent: %s\n", oneLine(err.Error()))
