@@ -19,6 +19,7 @@ import (
 func Example() {
 	ctx := context.Background()
 	client, err := ratls.NewClient(ctx, ratls.Config{
+		// The MRTD of the image you deployed (96 hex digits).
 		Policy: ratls.Policy{MRTDs: []string{"c68518a0ebb42136c12b2275164f8c72f25fa9a34392228687ed6e9caeb9c0f1dbd895e9cf475121c029dc47e70e91fd"}},
 	})
 	if err != nil {

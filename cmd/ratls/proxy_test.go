@@ -145,3 +145,21 @@ func TestProxyUsage(t *testing.T) {
 	assert.Equal(t, exitFail, r.code)
 	assert.Contains(t, r.stderr, "--trusted-root")
 }
+
+// --allow-simulator lets a server without a quote through, unverified, and
+// says so in the log.
+func TestProxyAllowSimulator(t *testing.T) {
+	t.Parallel()
+	s := startStack(t)
+	adv, err := s.NewAdversary(ratlstest.NoAttestation)
+	require.NoError(t, err)
+	px := startCmd(t, s.env, "proxy", "--listen", "127.0.0.1:0", "--upstream", adv.Addr(), "--allow-simulator")
+	c, err := net.Dial("tcp", px.addr(t))
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = c.Write([]byte("hi"))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return adv.BytesReceived() == 2 }, 10*time.Second, 10*time.Millisecond)
+	assert.Contains(t, px.stderr.String(), "WITHOUT verification")
+	assert.Contains(t, px.stderr.String(), "AllowSimulator")
+}

@@ -28,7 +28,8 @@ ratls at it:
   RATLS_TRUSTED_ROOT         the test root CA's PEM file (default of
                              --trusted-root), removed on exit
 
-Export them in another shell, then for example:
+Export them in another shell (with --env-file FILE: set -a; . FILE; set +a),
+then for example:
   ratls sidecar --listen 127.0.0.1:5433 --upstream 127.0.0.1:5432 &
   ratls proxy --listen 127.0.0.1:15432 --upstream 127.0.0.1:5433 &
   psql "host=127.0.0.1 port=15432 user=postgres sslmode=disable"
