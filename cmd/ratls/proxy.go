@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"time"
@@ -95,7 +96,14 @@ func (c *cli) proxy(ctx context.Context, args []string) error {
 		// Nothing is read from the local connection before Dial returns
 		// a verified upstream, so a refused upstream cannot receive a
 		// byte of it.
-		Dial: func(ctx context.Context) (net.Conn, error) {
+		Dial: func(ctx context.Context) (_ net.Conn, err error) {
+			// A bug in a connection's goroutine must not take the
+			// process down with a stack trace.
+			defer func() {
+				if r := recover(); r != nil {
+					err = fmt.Errorf("internal error: %v", r)
+				}
+			}()
 			up, err := client.DialContext(ctx, "tcp", *upstream)
 			if err != nil {
 				return nil, err

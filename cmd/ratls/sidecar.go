@@ -31,7 +31,7 @@ func (c *cli) sidecar(ctx context.Context, args []string) error {
 	fs := c.flagSet("sidecar", "--listen ADDR --upstream HOST:PORT [flags]", sidecarHelp)
 	var (
 		listen    = fs.String("listen", "", "`ADDR` to serve RA-TLS on, e.g. :5433; required")
-		upstream  = fs.String("upstream", "", "plain TCP service `HOST:PORT` to forward to, e.g. 127.0.0.1:5432; required")
+		upstream  = fs.String("upstream", "", "plain TCP service `HOST:PORT` (or unix:/path/to/socket) to forward to, e.g. 127.0.0.1:5432; required")
 		skip      = fs.Bool("insecure-skip-client-attestation", false, "require a client certificate but do not verify its attestation (DANGER)")
 		subject   = fs.String("subject", "", "`SUBJECT` (common name) of the served certificate")
 		altNames  listFlag
@@ -102,8 +102,7 @@ func (c *cli) sidecar(ctx context.Context, args []string) error {
 	c.notifyListening("sidecar", ln.Addr())
 	<-ctx.Done()
 
-	st := sc.Stats()
-	logger.Info("shutting down", "open_connections", st.Active, "drain", *drain)
+	logger.Info("shutting down", "open_connections", sc.Stats().Active, "drain", *drain)
 	sctx, cancel := context.WithTimeout(context.Background(), *drain)
 	defer cancel()
 	if err := sc.Shutdown(sctx); err != nil {
@@ -112,6 +111,7 @@ func (c *cli) sidecar(ctx context.Context, args []string) error {
 	if err := sc.Close(); err != nil {
 		return err
 	}
+	st := sc.Stats()
 	logger.Info("stopped", "accepted", st.Accepted, "rejected", st.Rejected, "relayed", st.Relayed)
 	return nil
 }
