@@ -12,6 +12,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/teesql/ratls/tdx"
 )
 
 // fakeClock is a settable clock for Config.Now.
@@ -90,6 +92,8 @@ func TestCacheBoundedByVerdict(t *testing.T) {
 	rep := dialOK(t, c, srv)
 	assert.Equal(t, fv.verdict.ValidUntil, rep.ValidUntil)
 	clock.advance(31 * time.Second)
+	// The verifier answers with fresh collateral's bound now.
+	fv.set(func(f *fakeVerifier) { f.verdict.ValidUntil = clock.Now().Add(time.Hour) })
 	dialOK(t, c, srv)
 	assert.Equal(t, int32(2), fv.calls.Load())
 }
@@ -170,4 +174,46 @@ func TestConcurrentHandshakesVerifyOnce(t *testing.T) {
 		srv.result(t)
 	}
 	assert.Equal(t, int32(1), fv.calls.Load())
+}
+
+// Concurrent handshakes presenting different certificates do not merge: a
+// failing certificate verified at the same moment as a good one gets its
+// own result, and the good one is not refused with it (nor the other way).
+func TestConcurrentHandshakesDifferentCertificates(t *testing.T) {
+	t.Parallel()
+	good := startTLSServer(t, &tls.Config{Certificates: []tls.Certificate{mintCert(t, certSpec{})}})
+	debug := startTLSServer(t, &tls.Config{Certificates: []tls.Certificate{
+		mintCert(t, certSpec{mutate: func(q *tdx.Quote) { q.Body.TDAttributes[0] |= 1 }}),
+	}})
+	fv := newFakeVerifier()
+	fv.release = make(chan struct{})
+	c := testClient(t, Config{Verifier: fv})
+
+	dial := func(srv *tlsServer) <-chan error {
+		errc := make(chan error, 1)
+		go func() {
+			conn, err := c.DialContext(context.Background(), "tcp", srv.addr)
+			if err == nil {
+				conn.Close()
+			}
+			errc <- err
+		}()
+		return errc
+	}
+	goodErr, debugErr := dial(good), dial(debug)
+	for fv.calls.Load() < 2 { // both verifications are running
+		runtime.Gosched()
+	}
+	close(fv.release)
+	require.NoError(t, <-goodErr)
+	requireOnlySentinel(t, <-debugErr, ErrDebugMode)
+	good.result(t)
+	assertNothingSent(t, debug)
+
+	// The failure was not cached; the success was.
+	_, err := c.DialContext(context.Background(), "tcp", debug.addr)
+	requireOnlySentinel(t, err, ErrDebugMode)
+	debug.result(t)
+	dialOK(t, c, good)
+	assert.Equal(t, int32(3), fv.calls.Load())
 }

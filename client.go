@@ -26,17 +26,9 @@ type Client struct {
 // reachable, before any network I/O), and starts its renewal. ctx bounds
 // the first certificate request only. Call Close to stop the renewal.
 func NewClient(ctx context.Context, cfg Config) (*Client, error) {
-	pol, err := compilePolicy(cfg.Policy, "Policy")
+	pol, log, now, err := commonSettings(cfg.Policy, "Policy", cfg.Logger, cfg.Now, cfg.CertificateMaxAge)
 	if err != nil {
 		return nil, err
-	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
-	}
-	now := cfg.Now
-	if now == nil {
-		now = time.Now
 	}
 	timeout := cfg.HandshakeTimeout
 	switch {
@@ -44,9 +36,6 @@ func NewClient(ctx context.Context, cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("%w: negative HandshakeTimeout %v", ErrConfig, timeout)
 	case timeout == 0:
 		timeout = defaultHandshakeTimeout
-	}
-	if cfg.CertificateMaxAge < 0 {
-		return nil, fmt.Errorf("%w: negative CertificateMaxAge %v", ErrConfig, cfg.CertificateMaxAge)
 	}
 	verifier, err := defaultVerifier(cfg.Verifier, cfg.Now, log)
 	if err != nil {
@@ -79,6 +68,26 @@ func NewClient(ctx context.Context, cfg Config) (*Client, error) {
 		certs:            certs,
 		handshakeTimeout: timeout,
 	}, nil
+}
+
+// commonSettings checks and completes what Config and ServerConfig share:
+// the policy (its field named policyField in errors), the logger, the clock
+// and the certificate age limit.
+func commonSettings(p Policy, policyField string, log *slog.Logger, now func() time.Time, maxAge time.Duration) (*policy, *slog.Logger, func() time.Time, error) {
+	pol, err := compilePolicy(p, policyField)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if maxAge < 0 {
+		return nil, nil, nil, fmt.Errorf("%w: negative CertificateMaxAge %v", ErrConfig, maxAge)
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return pol, log, now, nil
 }
 
 // defaultVerifier returns v, or DCAP with Intel's root and PCS.

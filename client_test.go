@@ -223,6 +223,16 @@ func TestDialRejects(t *testing.T) {
 			verifierCalls: 1,
 		},
 		{
+			// A verifier with another clock (or a buggy one) must not
+			// get a verdict past its own ValidUntil accepted.
+			name:          "verdict already expired",
+			spec:          func(t *testing.T) certSpec { return certSpec{} },
+			verifier:      func(f *fakeVerifier) { f.verdict.ValidUntil = time.Now().Add(-time.Second) },
+			want:          ErrQuoteInvalid,
+			contains:      []string{"verdict held until"},
+			verifierCalls: 1,
+		},
+		{
 			name:          "verdict about another quote",
 			spec:          func(t *testing.T) certSpec { return certSpec{} },
 			wrap:          func(f *fakeVerifier) Verifier { return otherQuoteVerifier{f} },

@@ -41,7 +41,8 @@ import (
 // collateral. *dcap.Verifier implements it; so does NoopVerifier.
 //
 // The returned verdict must carry the TCB status: an empty status is refused
-// (except from NoopVerifier). A Verifier must be safe for concurrent use.
+// (except from NoopVerifier), and so is a verdict whose ValidUntil has
+// already passed by Config.Now. A Verifier must be safe for concurrent use.
 type Verifier interface {
 	VerifyQuote(ctx context.Context, quote []byte) (*tdx.Verdict, error)
 }
@@ -135,7 +136,8 @@ type Report struct {
 	// runtime events.
 	RTMR [4][48]byte
 	// ReportData is SHA-512("ratls-cert:" || the peer's public key).
-	ReportData   [64]byte
+	ReportData [64]byte
+	// TDAttributes are the TD's attributes; bit 0 of byte 0 is DEBUG.
 	TDAttributes [8]byte
 	// Debug is the TD's debug bit (set only if Policy.AllowDebugMode).
 	Debug bool

@@ -325,3 +325,55 @@ func TestHandshakeErrorIsUnchangedByCryptoTLS(t *testing.T) {
 	requireErrorIsAll(t, wrapped, ErrQuoteInvalid, sentinel)
 	srv.result(t)
 }
+
+// The client certificate (and the attestation it carries) goes only to
+// servers that passed attestation: crypto/tls asks for it after
+// VerifyConnection, in TLS 1.2 as in TLS 1.3. A server that fails never
+// receives it, even though it asked for one.
+func TestClientCertificateWithheldFromUnattestedServers(t *testing.T) {
+	t.Parallel()
+	for _, version := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		t.Run(tls.VersionName(version), func(t *testing.T) {
+			t.Parallel()
+			clientCert := mintCert(t, certSpec{})
+			c := testClient(t, Config{Verifier: newFakeVerifier(), ClientCertificate: &clientCert})
+
+			// serve starts a server that asks for a client certificate;
+			// the function it returns lists the certificates it received.
+			serve := func(serverCert tls.Certificate) (*tlsServer, func() [][]byte) {
+				var mu sync.Mutex
+				var got [][]byte
+				srv := startTLSServer(t, &tls.Config{
+					Certificates: []tls.Certificate{serverCert},
+					MaxVersion:   version,
+					ClientAuth:   tls.RequestClientCert,
+					VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+						mu.Lock()
+						got = append(got, raw...)
+						mu.Unlock()
+						return nil
+					},
+				})
+				return srv, func() [][]byte {
+					mu.Lock()
+					defer mu.Unlock()
+					return got
+				}
+			}
+
+			good, goodGot := serve(mintCert(t, certSpec{}))
+			conn, err := c.DialContext(context.Background(), "tcp", good.addr)
+			require.NoError(t, err)
+			pingPong(t, conn)
+			conn.Close()
+			good.result(t)
+			assert.Equal(t, [][]byte{clientCert.Certificate[0]}, goodGot())
+
+			bad, badGot := serve(mintCert(t, certSpec{quote: quoteFor(t, newKey(t), nil)}))
+			_, err = c.DialContext(context.Background(), "tcp", bad.addr)
+			requireOnlySentinel(t, err, ErrKeyBinding)
+			assertNothingSent(t, bad)
+			assert.Empty(t, badGot(), "a server that failed attestation received the client certificate")
+		})
+	}
+}

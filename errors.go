@@ -68,11 +68,15 @@ var (
 // TCBStatusError reports a TCB status that the policy does not accept. An
 // empty Status means the verifier reported none.
 type TCBStatusError struct {
-	Status      tdx.TCBStatus
+	// Status is the platform's TCB status, as the verifier reported it.
+	Status tdx.TCBStatus
+	// AdvisoryIDs are the Intel advisories that apply at that status.
 	AdvisoryIDs []string
-	Accepted    []tdx.TCBStatus
+	// Accepted are the statuses the policy accepts.
+	Accepted []tdx.TCBStatus
 }
 
+// Error says which status was found and which are accepted.
 func (e *TCBStatusError) Error() string {
 	accepted := make([]string, len(e.Accepted))
 	for i, s := range e.Accepted {

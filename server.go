@@ -4,8 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"log/slog"
-	"time"
 
 	"github.com/teesql/ratls/internal/agent"
 	"github.com/teesql/ratls/internal/certsource"
@@ -22,20 +20,9 @@ type Server struct {
 // reachable) and starts its renewal. ctx bounds the first certificate
 // request only. Call Close to stop the renewal.
 func NewServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
-	pol, err := compilePolicy(cfg.ClientPolicy, "ClientPolicy")
+	pol, log, now, err := commonSettings(cfg.ClientPolicy, "ClientPolicy", cfg.Logger, cfg.Now, cfg.CertificateMaxAge)
 	if err != nil {
 		return nil, err
-	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
-	}
-	now := cfg.Now
-	if now == nil {
-		now = time.Now
-	}
-	if cfg.CertificateMaxAge < 0 {
-		return nil, fmt.Errorf("%w: negative CertificateMaxAge %v", ErrConfig, cfg.CertificateMaxAge)
 	}
 	var pv *peerVerifier
 	if !cfg.InsecureSkipClientAttestation {

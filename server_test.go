@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"io"
+	"net"
 	"testing"
 	"time"
 
@@ -187,4 +188,65 @@ func TestBadStaticCertificates(t *testing.T) {
 	requireOnlySentinel(t, err, ErrConfig)
 	_, err = NewClient(context.Background(), Config{Verifier: newFakeVerifier(), HandshakeTimeout: -1, Logger: discardLogger()})
 	requireOnlySentinel(t, err, ErrConfig)
+}
+
+// A client resuming a session is attested again: crypto/tls calls the
+// Server's VerifyConnection on resumption, with the certificate from the
+// session ticket, and the Server's clock decides its validity.
+func TestServerVerifiesResumedSessions(t *testing.T) {
+	t.Parallel()
+	for _, version := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		t.Run(tls.VersionName(version), func(t *testing.T) {
+			t.Parallel()
+			sv := newFakeVerifier()
+			clock := &fakeClock{now: time.Now()}
+			s := testServer(t, ServerConfig{Verifier: sv, CacheTTL: -1, Now: clock.Now})
+			serverCfg := s.TLSConfig()
+			serverCfg.MaxVersion = version
+			srv := startReportingServer(t, serverCfg, s.Report)
+
+			c := testClient(t, Config{Verifier: newFakeVerifier()})
+			cfg := c.TLSConfig("")
+			cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+			dial := func() (*tls.Conn, error) {
+				raw, err := net.Dial("tcp", srv.addr)
+				require.NoError(t, err)
+				conn := tls.Client(raw, cfg)
+				if err := conn.Handshake(); err != nil {
+					raw.Close()
+					return nil, err
+				}
+				return conn, nil
+			}
+
+			conn, err := dial()
+			require.NoError(t, err)
+			pingPong(t, conn) // lets the TLS 1.3 session ticket arrive
+			conn.Close()
+			require.NotNil(t, srv.result(t).report)
+
+			conn, err = dial()
+			require.NoError(t, err)
+			require.True(t, conn.ConnectionState().DidResume)
+			pingPong(t, conn)
+			conn.Close()
+			res := srv.result(t)
+			require.NoError(t, res.handshakeErr)
+			require.NotNil(t, res.report, "Server.Report finds the resumed client's report")
+			assert.Equal(t, int32(2), sv.calls.Load(), "the resumed client was verified again")
+
+			clock.advance(2 * time.Hour) // the client certificate has expired
+			conn, err = dial()
+			if err == nil {
+				// In TLS 1.3 the client finishes first; the server's
+				// refusal arrives as an alert on the first read.
+				_, err = conn.Read(make([]byte, 1))
+				conn.Close()
+			}
+			require.Error(t, err)
+			res = srv.result(t)
+			require.ErrorIs(t, res.handshakeErr, ErrCertificateValidity)
+			assert.Zero(t, res.appBytes)
+		})
+	}
 }

@@ -170,6 +170,12 @@ func (v *peerVerifier) verifyUncached(ctx context.Context, leaf *x509.Certificat
 	}
 
 	now := v.now()
+	// A verdict that has already stopped holding (collateral expired at
+	// our clock) proves nothing now, whatever the verifier's own clock said.
+	if !verdict.ValidUntil.IsZero() && !now.Before(verdict.ValidUntil) {
+		return nil, fmt.Errorf("%w: the verifier's verdict held until %s, now is %s", ErrQuoteInvalid,
+			verdict.ValidUntil.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
 	rep := &Report{
 		QuoteVersion: quote.Header.Version,
 		MRTD:         quote.Body.MRTD,

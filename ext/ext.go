@@ -71,11 +71,18 @@ const (
 // RuntimeEventType) are measured as
 // SHA-384(u32le(EventType) || ":" || Event || ":" || Payload).
 type Event struct {
-	IMR       uint32
+	// IMR is the register the event was extended into: 0-3 for RTMR0-3.
+	IMR uint32
+	// EventType is the TCG event type, RuntimeEventType for dstack's
+	// runtime events.
 	EventType uint32
-	Digest    []byte // 48 bytes; may be empty for runtime events in stripped logs
-	Event     string
-	Payload   []byte
+	// Digest is the 48-byte SHA-384 extended into the register; it may be
+	// empty for runtime events in stripped logs (it is recomputed).
+	Digest []byte
+	// Event is the event's name ("compose-hash", ...).
+	Event string
+	// Payload is the event's data, untrusted until the log replays.
+	Payload []byte
 }
 
 // IsRuntime reports whether e is a dstack runtime event, whose digest is

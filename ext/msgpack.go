@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
-	"unicode/utf8"
 )
 
 // A small, strict MessagePack reader and writer: only what the V1 envelope
@@ -14,25 +13,11 @@ import (
 
 const maxSkipDepth = 32
 
-type mpReader struct {
-	b   []byte
-	off int
-}
+// mpReader decodes MessagePack values, checking every length against the
+// bytes that remain.
+type mpReader struct{ cursor }
 
-func (r *mpReader) errorf(what, format string, args ...any) error {
-	return fmt.Errorf("offset %d: %s: %s", r.off, what, fmt.Sprintf(format, args...))
-}
-
-func (r *mpReader) remaining() int { return len(r.b) - r.off }
-
-func (r *mpReader) next(n int, what string) ([]byte, error) {
-	if n < 0 || n > r.remaining() {
-		return nil, r.errorf(what, "need %d bytes, have %d", n, r.remaining())
-	}
-	s := r.b[r.off : r.off+n]
-	r.off += n
-	return s, nil
-}
+func newMPReader(b []byte) *mpReader { return &mpReader{cursor{b: b}} }
 
 func (r *mpReader) peek(what string) (byte, error) {
 	if r.remaining() < 1 {
@@ -176,11 +161,7 @@ func (r *mpReader) str(what string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if !utf8.Valid(b) {
-		r.off = start
-		return "", r.errorf(what, "string is not valid UTF-8")
-	}
-	return string(b), nil
+	return r.text(b, start, what)
 }
 
 // uint reads a non-negative integer in any of MessagePack's integer forms

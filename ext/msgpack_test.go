@@ -63,7 +63,7 @@ func TestMsgpackReaderUint(t *testing.T) {
 		{[]byte{0xcd, 0x01}, 0, "need 2 bytes, have 1"},
 	}
 	for _, tc := range tests {
-		r := &mpReader{b: tc.in}
+		r := newMPReader(tc.in)
 		got, err := r.uint("x", math.MaxUint8)
 		if tc.err != "" {
 			require.Error(t, err, "%x", tc.in)
@@ -83,7 +83,7 @@ func TestMsgpackByteVector(t *testing.T) {
 		"array of ints":  {0x93, 0x01, 0x02, 0xcc, 0xff},
 		"array as int16": {0x93, 0xd1, 0x00, 0x01, 0x02, 0xcd, 0x00, 0xff},
 	} {
-		r := &mpReader{b: in}
+		r := newMPReader(in)
 		got, err := r.byteVector("v")
 		require.NoError(t, err, name)
 		assert.Equal(t, []byte{1, 2, 0xff}, got, name)
@@ -104,7 +104,7 @@ func TestMsgpackByteVector(t *testing.T) {
 		"truncated element": {[]byte{0x92, 0x01}, "length 2 needs at least 2 bytes, have 1"},
 		"truncated int16":   {[]byte{0x91, 0xcd, 0x01}, "need 2 bytes, have 1"},
 	} {
-		r := &mpReader{b: tc.in}
+		r := newMPReader(tc.in)
 		_, err := r.byteVector("v")
 		require.Error(t, err, name)
 		assert.Contains(t, err.Error(), tc.want, name)
@@ -114,11 +114,11 @@ func TestMsgpackByteVector(t *testing.T) {
 func TestMsgpackSkipDepth(t *testing.T) {
 	t.Parallel()
 	deep := append(bytes.Repeat([]byte{0x91}, maxSkipDepth+2), 0x00)
-	r := &mpReader{b: deep}
+	r := newMPReader(deep)
 	require.ErrorContains(t, r.skip("x", 0), "nested deeper")
 
 	ok := append(bytes.Repeat([]byte{0x91}, maxSkipDepth), 0x00)
-	r = &mpReader{b: ok}
+	r = newMPReader(ok)
 	require.NoError(t, r.skip("x", 0))
 	assert.Zero(t, r.remaining())
 
@@ -128,10 +128,10 @@ func TestMsgpackSkipDepth(t *testing.T) {
 		{0xca, 1, 2, 3, 4}, {0xcb, 1, 2, 3, 4, 5, 6, 7, 8}, {0xd4, 1, 2}, {0xd8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17},
 		{0xc7, 2, 9, 1, 2}, {0xa2, 'h', 'i'}, {0xc4, 1, 9}, {0x82, 0x01, 0x02, 0xa1, 'k', 0x90},
 	} {
-		r := &mpReader{b: append(bytes.Clone(v), 0xaa)}
+		r := newMPReader(append(bytes.Clone(v), 0xaa))
 		require.NoError(t, r.skip("x", 0), "%x", v)
 		assert.Equal(t, 1, r.remaining(), "%x", v)
 	}
-	r = &mpReader{b: []byte{0xc1}}
+	r = newMPReader([]byte{0xc1})
 	assert.ErrorContains(t, r.skip("x", 0), "invalid type byte 0xc1")
 }

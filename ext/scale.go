@@ -2,32 +2,14 @@ package ext
 
 import (
 	"encoding/binary"
-	"fmt"
 	"math"
-	"unicode/utf8"
 )
 
 // scaleReader decodes the subset of SCALE (Parity's SCALE codec) that the V0
-// envelope uses. Errors carry the offset and the field being read.
-type scaleReader struct {
-	b   []byte
-	off int
-}
+// envelope uses.
+type scaleReader struct{ cursor }
 
-func (r *scaleReader) errorf(what, format string, args ...any) error {
-	return fmt.Errorf("offset %d: %s: %s", r.off, what, fmt.Sprintf(format, args...))
-}
-
-func (r *scaleReader) remaining() int { return len(r.b) - r.off }
-
-func (r *scaleReader) next(n int, what string) ([]byte, error) {
-	if n < 0 || n > r.remaining() {
-		return nil, r.errorf(what, "need %d bytes, have %d", n, r.remaining())
-	}
-	s := r.b[r.off : r.off+n]
-	r.off += n
-	return s, nil
-}
+func newScaleReader(b []byte) *scaleReader { return &scaleReader{cursor{b: b}} }
 
 func (r *scaleReader) u8(what string) (byte, error) {
 	b, err := r.next(1, what)
@@ -138,11 +120,7 @@ func (r *scaleReader) str(what string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if !utf8.Valid(b) {
-		r.off = start
-		return "", r.errorf(what, "string is not valid UTF-8")
-	}
-	return string(b), nil
+	return r.text(b, start, what)
 }
 
 // scaleWriter encodes the same subset.

@@ -29,7 +29,7 @@ func TestCompactRoundTrip(t *testing.T) {
 		w.compact(tc.n)
 		assert.Equal(t, tc.want, w.b, "encode %d", tc.n)
 
-		r := &scaleReader{b: tc.want}
+		r := newScaleReader(tc.want)
 		got, err := r.compact("n")
 		require.NoError(t, err, "decode %x", tc.want)
 		assert.Equal(t, tc.n, got)
@@ -55,7 +55,7 @@ func TestCompactRejects(t *testing.T) {
 		{"five-byte big form", []byte{0x07, 0, 0, 0, 0, 1}, "compact integer of 5 bytes"},
 	}
 	for _, tc := range tests {
-		r := &scaleReader{b: tc.in}
+		r := newScaleReader(tc.in)
 		_, err := r.compact("n")
 		require.Error(t, err, tc.name)
 		assert.Contains(t, err.Error(), tc.want, tc.name)
@@ -69,7 +69,7 @@ func TestScaleLengthChecksRemaining(t *testing.T) {
 	var w scaleWriter
 	w.compact(1000)
 	w.raw([]byte{1, 2, 3})
-	r := &scaleReader{b: w.b}
+	r := newScaleReader(w.b)
 	_, err := r.bytes("v")
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "offset 0: v: length 1000 needs at least 1000 bytes, have 3")

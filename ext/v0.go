@@ -32,7 +32,7 @@ const (
 )
 
 func decodeV0(b []byte) (*envelope, error) {
-	r := &scaleReader{b: b}
+	r := newScaleReader(b)
 	if v, err := r.u8("version"); err != nil {
 		return nil, err
 	} else if v != 0 {

@@ -23,7 +23,7 @@ import (
 const v1EventLogVersion = 1
 
 func decodeV1(b []byte) (*envelope, error) {
-	r := &mpReader{b: b}
+	r := newMPReader(b)
 	e := &envelope{}
 	err := r.fields("envelope", []string{"version", "platform", "stack"}, func(key string) (bool, error) {
 		switch key {
@@ -78,46 +78,34 @@ func decodeV1Platform(r *mpReader, e *envelope) error {
 }
 
 func decodeV1EventLog(r *mpReader) ([]Event, error) {
-	n, err := r.arrayLen("platform.data.event_log", MaxEvents)
-	if err != nil {
-		return nil, err
-	}
-	events := make([]Event, n)
-	for i := range events {
-		what := fmt.Sprintf("platform.data.event_log[%d]", i)
-		ev := &events[i]
-		err := r.fields(what, []string{"imr", "event_type", "event", "event_payload"}, func(key string) (bool, error) {
-			var err error
-			var v uint64
-			switch key {
-			case "imr":
-				v, err = r.uint(what+".imr", math.MaxUint32)
-				ev.IMR = uint32(v)
-			case "event_type":
-				v, err = r.uint(what+".event_type", math.MaxUint32)
-				ev.EventType = uint32(v)
-			case "digest":
-				ev.Digest, err = r.byteVector(what + ".digest")
-			case "event":
-				ev.Event, err = r.str(what + ".event")
-			case "event_payload":
-				ev.Payload, err = r.byteVector(what + ".event_payload")
-			case "version":
-				err = r.eventLogVersion(what + ".version")
-			case "hash_input":
-				// An optional, derivable hint (hex of the digest pre-image):
-				// never trusted, only type-checked.
-				_, err = r.str(what + ".hash_input")
-			default:
-				return false, nil
-			}
-			return true, err
-		})
-		if err != nil {
-			return nil, err
+	required := []string{"imr", "event_type", "event", "event_payload"}
+	return decodeV1List(r, "platform.data.event_log", required, func(ev *Event, what, key string) (bool, error) {
+		var err error
+		var v uint64
+		switch key {
+		case "imr":
+			v, err = r.uint(what+".imr", math.MaxUint32)
+			ev.IMR = uint32(v)
+		case "event_type":
+			v, err = r.uint(what+".event_type", math.MaxUint32)
+			ev.EventType = uint32(v)
+		case "digest":
+			ev.Digest, err = r.byteVector(what + ".digest")
+		case "event":
+			ev.Event, err = r.str(what + ".event")
+		case "event_payload":
+			ev.Payload, err = r.byteVector(what + ".event_payload")
+		case "version":
+			err = r.eventLogVersion(what + ".version")
+		case "hash_input":
+			// An optional, derivable hint (hex of the digest pre-image):
+			// never trusted, only type-checked.
+			_, err = r.str(what + ".hash_input")
+		default:
+			return false, nil
 		}
-	}
-	return events, nil
+		return true, err
+	})
 }
 
 func decodeV1Stack(r *mpReader, e *envelope) error {
@@ -160,33 +148,40 @@ func decodeV1Stack(r *mpReader, e *envelope) error {
 }
 
 func decodeV1RuntimeEvents(r *mpReader) ([]runtimeEvent, error) {
-	n, err := r.arrayLen("stack.data.runtime_events", MaxEvents)
+	required := []string{"event", "payload"}
+	return decodeV1List(r, "stack.data.runtime_events", required, func(ev *runtimeEvent, what, key string) (bool, error) {
+		var err error
+		switch key {
+		case "event":
+			ev.name, err = r.str(what + ".event")
+		case "payload":
+			ev.payload, err = r.byteVector(what + ".payload")
+		case "version":
+			err = r.eventLogVersion(what + ".version")
+		default:
+			return false, nil
+		}
+		return true, err
+	})
+}
+
+// decodeV1List reads an array of at most MaxEvents maps into items; field
+// decodes the value of one key of an item (named what in errors) and
+// reports whether it knew the key.
+func decodeV1List[T any](r *mpReader, what string, required []string, field func(item *T, what, key string) (bool, error)) ([]T, error) {
+	n, err := r.arrayLen(what, MaxEvents)
 	if err != nil {
 		return nil, err
 	}
-	events := make([]runtimeEvent, n)
-	for i := range events {
-		what := fmt.Sprintf("stack.data.runtime_events[%d]", i)
-		ev := &events[i]
-		err := r.fields(what, []string{"event", "payload"}, func(key string) (bool, error) {
-			var err error
-			switch key {
-			case "event":
-				ev.name, err = r.str(what + ".event")
-			case "payload":
-				ev.payload, err = r.byteVector(what + ".payload")
-			case "version":
-				err = r.eventLogVersion(what + ".version")
-			default:
-				return false, nil
-			}
-			return true, err
-		})
+	items := make([]T, n)
+	for i := range items {
+		itemWhat := fmt.Sprintf("%s[%d]", what, i)
+		err := r.fields(itemWhat, required, func(key string) (bool, error) { return field(&items[i], itemWhat, key) })
 		if err != nil {
 			return nil, err
 		}
 	}
-	return events, nil
+	return items, nil
 }
 
 func (r *mpReader) eventLogVersion(what string) error {
@@ -253,7 +248,7 @@ func (r *mpReader) tagged(what string) (kind string, data *mpReader, err error) 
 		case "data":
 			start := r.off
 			if err = r.skip(what+".data", 0); err == nil {
-				data = &mpReader{b: r.b[:r.off], off: start}
+				data = &mpReader{cursor{b: r.b[:r.off], off: start}}
 			}
 		default:
 			return false, nil

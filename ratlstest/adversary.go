@@ -45,6 +45,7 @@ const (
 	Recorder
 )
 
+// String names the kind, for test names and messages.
 func (k AdversaryKind) String() string {
 	switch k {
 	case SwappedKey:

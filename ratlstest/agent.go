@@ -163,11 +163,15 @@ func (a *Agent) Close() error {
 // TLSKeyRequest is the body of a GetTlsKey request, as the dstack SDKs send
 // it.
 type TLSKeyRequest struct {
-	Subject         string   `json:"subject"`
-	AltNames        []string `json:"alt_names,omitempty"`
-	UsageRATLS      bool     `json:"usage_ra_tls"`
-	UsageServerAuth bool     `json:"usage_server_auth"`
-	UsageClientAuth bool     `json:"usage_client_auth"`
+	// Subject and AltNames go into the certificate.
+	Subject  string   `json:"subject"`
+	AltNames []string `json:"alt_names,omitempty"`
+	// UsageRATLS asks for the attestation extensions; without it the
+	// certificate carries none.
+	UsageRATLS bool `json:"usage_ra_tls"`
+	// UsageServerAuth and UsageClientAuth set the extended key usages.
+	UsageServerAuth bool `json:"usage_server_auth"`
+	UsageClientAuth bool `json:"usage_client_auth"`
 	// NotBefore and NotAfter are unix seconds; nil: now and now+validity.
 	NotBefore *uint64 `json:"not_before,omitempty"`
 	NotAfter  *uint64 `json:"not_after,omitempty"`

@@ -34,6 +34,7 @@ const (
 	FormatBoth
 )
 
+// String names the format, for test names and messages.
 func (f Format) String() string {
 	switch f {
 	case FormatV0:

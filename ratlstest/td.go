@@ -182,7 +182,7 @@ func (td TD) vmConfig() string {
 	b, _ := json.Marshal(map[string]any{
 		"os_image_hash": hex.EncodeToString(td.OSImageHash[:]),
 		"cpu_count":     2,
-		"memory_size":   2 << 30,
+		"memory_size":   int64(2) << 30,
 		"image":         "ratlstest-simulated",
 		"spec_version":  1,
 	})

@@ -96,9 +96,15 @@ func TestParseRejects(t *testing.T) {
 		"SGX TEE type":    mutate(func(b []byte) []byte { b[4] = 0; return b }),
 		"key type":        mutate(func(b []byte) []byte { b[2] = 3; return b }),
 		"huge sig length": mutate(func(b []byte) []byte { b[632], b[633], b[634], b[635] = 0xff, 0xff, 0xff, 0x7f; return b }),
-		"nonzero padding": mutate(func(b []byte) []byte { b[len(b)-1] = 1; return b }),
-		"cert data type":  mutate(func(b []byte) []byte { b[636+128] = 7; return b }),
-		"oversized":       make([]byte, MaxQuoteSize+1),
+		// u32 lengths with the top bit set are negative as a 32-bit int:
+		// they must fail the bounds check, not index with a negative value.
+		"sig length 2^32-1":       mutate(func(b []byte) []byte { copy(b[632:], []byte{0xff, 0xff, 0xff, 0xff}); return b }),
+		"cert data length 2^32-1": mutate(func(b []byte) []byte { copy(b[766:], []byte{0xff, 0xff, 0xff, 0xff}); return b }),
+		"PCK chain length 2^32-1": mutate(func(b []byte) []byte { copy(b[1254:], []byte{0xff, 0xff, 0xff, 0xff}); return b }),
+		"PCK chain length 2^31":   mutate(func(b []byte) []byte { copy(b[1254:], []byte{0x00, 0x00, 0x00, 0x80}); return b }),
+		"nonzero padding":         mutate(func(b []byte) []byte { b[len(b)-1] = 1; return b }),
+		"cert data type":          mutate(func(b []byte) []byte { b[636+128] = 7; return b }),
+		"oversized":               make([]byte, MaxQuoteSize+1),
 	}
 	for name, b := range cases {
 		_, err := ParseQuote(b)

@@ -105,6 +105,10 @@ func NewServerCredentials(server *ratls.Server) credentials.TransportCredentials
 }
 
 // ClientHandshake runs the attested handshake on rawConn, bounded by ctx.
+// The attestation checks inside it are bounded by the ratls client's
+// HandshakeTimeout instead (crypto/tls does not hand ctx to them): a ctx
+// that ends during them closes rawConn, and ClientHandshake returns once
+// they do.
 func (c *creds) ClientHandshake(ctx context.Context, authority string, rawConn net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	if c.client == nil {
 		return nil, nil, errors.New("ratlsgrpc: server credentials used to dial")
@@ -120,18 +124,12 @@ func (c *creds) ClientHandshake(ctx context.Context, authority string, rawConn n
 	cfg.NextProtos = []string{alpnH2}
 
 	conn := tls.Client(rawConn, cfg)
-	if err := conn.HandshakeContext(ctx); err != nil {
-		conn.Close()
+	cs, err := handshakeH2(ctx, conn)
+	if err != nil {
 		return nil, nil, err
-	}
-	cs := conn.ConnectionState()
-	if cs.NegotiatedProtocol != alpnH2 {
-		conn.Close()
-		return nil, nil, fmt.Errorf("%w: negotiated %q", ErrALPN, cs.NegotiatedProtocol)
 	}
 	report, ok := c.client.Report(conn)
 	if !ok {
-		var err error
 		if report, err = c.client.VerifyConnection(cs); err != nil {
 			conn.Close()
 			return nil, nil, err
@@ -149,19 +147,29 @@ func (c *creds) ServerHandshake(rawConn net.Conn) (net.Conn, credentials.AuthInf
 	conn := tls.Server(rawConn, withH2(c.server.TLSConfig()))
 	ctx, cancel := context.WithTimeout(context.Background(), serverHandshakeTimeout)
 	defer cancel()
-	if err := conn.HandshakeContext(ctx); err != nil {
-		conn.Close()
+	cs, err := handshakeH2(ctx, conn)
+	if err != nil {
 		return nil, nil, err
-	}
-	cs := conn.ConnectionState()
-	if cs.NegotiatedProtocol != alpnH2 {
-		conn.Close()
-		return nil, nil, fmt.Errorf("%w: negotiated %q", ErrALPN, cs.NegotiatedProtocol)
 	}
 	// The handshake's VerifyConnection hook has applied the client policy;
 	// no report means attestation was skipped by configuration.
 	report, _ := c.server.Report(conn)
 	return wrapConn(rawConn, conn), authInfo(cs, report), nil
+}
+
+// handshakeH2 runs conn's handshake and requires ALPN h2; on failure conn
+// is closed.
+func handshakeH2(ctx context.Context, conn *tls.Conn) (tls.ConnectionState, error) {
+	if err := conn.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		return tls.ConnectionState{}, err
+	}
+	cs := conn.ConnectionState()
+	if cs.NegotiatedProtocol != alpnH2 {
+		conn.Close()
+		return tls.ConnectionState{}, fmt.Errorf("%w: negotiated %q", ErrALPN, cs.NegotiatedProtocol)
+	}
+	return cs, nil
 }
 
 // withH2 returns a copy of cfg that offers h2, also from configs returned by

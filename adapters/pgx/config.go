@@ -73,7 +73,7 @@ func (o *Options) now() time.Time {
 func ParseConfig(connString string, client *ratls.Client, opts *Options) (*pgx.ConnConfig, error) {
 	cc, err := pgx.ParseConfig(connString)
 	if err != nil {
-		return nil, dsn.Malformed(connString, err)
+		return nil, dsn.Malformed(connString, err, func(s string) error { _, err := pgx.ParseConfig(s); return err })
 	}
 	if err := Configure(&cc.Config, client, opts); err != nil {
 		return nil, err
@@ -86,7 +86,7 @@ func ParseConfig(connString string, client *ratls.Client, opts *Options) (*pgx.C
 func ParsePoolConfig(connString string, client *ratls.Client, opts *Options) (*pgxpool.Config, error) {
 	pc, err := pgxpool.ParseConfig(connString)
 	if err != nil {
-		return nil, dsn.Malformed(connString, err)
+		return nil, dsn.Malformed(connString, err, func(s string) error { _, err := pgxpool.ParseConfig(s); return err })
 	}
 	if err := ConfigurePool(pc, client, opts); err != nil {
 		return nil, err

@@ -149,3 +149,36 @@ func TestConfigureRefusesBadCredentials(t *testing.T) {
 	require.ErrorIs(t, err, ratlspgx.ErrBadCredentials)
 	assert.NotContains(t, err.Error(), "pw")
 }
+
+// Passwords other than TeeSQL secrets (AllowAnyCredentials) may hold
+// characters that break the DSN. The driver then quotes the fragment it
+// stumbled on, which can be a piece of the password: the error must show
+// none of it.
+func TestMalformedDSNNeverQuotesPassword(t *testing.T) {
+	t.Parallel()
+	_, client := pgtest.Stack(t)
+	tests := []struct {
+		dsn    string
+		secret []string
+	}{
+		{"postgres://app:p@ss:w0rd/x@db.example:5433/app", []string{"p@ss", "w0rd"}},
+		{"postgres://app:S3cr%zzpw@db.example:5433/app", []string{"S3cr", "%zz", "zzpw"}},
+		{`postgres://app:Secr\et@db.example:5433/app`, []string{"Secr", `\et`}},
+		{"postgres://app:hunter2hunter2@db.example:notaport/app", []string{"hunter2"}},
+		{"host=db.example password='hunter2hunter2 port=5433", []string{"hunter2"}},
+	}
+	for _, tt := range tests {
+		opts := &ratlspgx.Options{AllowAnyCredentials: true}
+		_, err := ratlspgx.ParseConfig(tt.dsn, client, opts)
+		if err == nil {
+			continue // pgx's own URL parser takes a backslash in a password
+		}
+		require.ErrorIs(t, err, ratlspgx.ErrBadDSN, tt.dsn)
+		_, perr := ratlspgx.ParsePoolConfig(tt.dsn, client, opts)
+		require.ErrorIs(t, perr, ratlspgx.ErrBadDSN, tt.dsn)
+		for _, frag := range tt.secret {
+			assert.NotContains(t, err.Error(), frag, tt.dsn)
+			assert.NotContains(t, perr.Error(), frag, tt.dsn)
+		}
+	}
+}

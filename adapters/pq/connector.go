@@ -80,7 +80,7 @@ func NewConnector(connString string, client *ratls.Client, opts *Options) (*Conn
 	}
 	cfg, err := pq.NewConfig(connString)
 	if err != nil {
-		return nil, dsn.Malformed(connString, err)
+		return nil, dsn.Malformed(connString, err, func(s string) error { _, err := pq.NewConfig(s); return err })
 	}
 	if err := checkHosts(cfg); err != nil {
 		return nil, err
@@ -99,7 +99,7 @@ func NewConnector(connString string, client *ratls.Client, opts *Options) (*Conn
 
 	c, err := pq.NewConnectorConfig(cfg)
 	if err != nil {
-		return nil, dsn.Malformed(connString, err)
+		return nil, dsn.Malformed(connString, err, nil)
 	}
 	c.Dialer(NewDialer(client))
 	return &Connector{pq: c}, nil

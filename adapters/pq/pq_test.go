@@ -255,3 +255,29 @@ func TestCancelQuery(t *testing.T) {
 	}, 5*time.Second, 10*time.Millisecond, "the cancel request goes through the sidecar")
 	assert.Equal(t, before.Rejected, env.Sidecar.Stats().Rejected)
 }
+
+// Passwords other than TeeSQL secrets (AllowAnyCredentials) may hold
+// characters that break the DSN. The driver then quotes the fragment it
+// stumbled on, which can be a piece of the password: the error must show
+// none of it.
+func TestMalformedDSNNeverQuotesPassword(t *testing.T) {
+	t.Parallel()
+	_, client := pgtest.Stack(t)
+	tests := []struct {
+		dsn    string
+		secret []string
+	}{
+		{"postgres://app:p@ss:w0rd/x@db.example:5433/app", []string{"p@ss", "w0rd"}},
+		{"postgres://app:S3cr%zzpw@db.example:5433/app", []string{"S3cr", "%zz", "zzpw"}},
+		{`postgres://app:Secr\et@db.example:5433/app`, []string{"Secr", `\et`}},
+		{"postgres://app:hunter2hunter2@db.example:notaport/app", []string{"hunter2"}},
+		{"host=db.example password='hunter2hunter2 port=5433", []string{"hunter2"}},
+	}
+	for _, tt := range tests {
+		_, err := ratlspq.NewConnector(tt.dsn, client, &ratlspq.Options{AllowAnyCredentials: true})
+		require.ErrorIs(t, err, ratlspq.ErrBadDSN, tt.dsn)
+		for _, frag := range tt.secret {
+			assert.NotContains(t, err.Error(), frag, tt.dsn)
+		}
+	}
+}

@@ -31,9 +31,11 @@ var ErrNoEndpoint = errors.New("agent: no dstack guest agent endpoint")
 
 // NoEndpointError says why no agent endpoint was found.
 type NoEndpointError struct {
+	// Reason says what was looked for and not found.
 	Reason string
 }
 
+// Error returns ErrNoEndpoint's text and the reason.
 func (e *NoEndpointError) Error() string { return ErrNoEndpoint.Error() + ": " + e.Reason }
 
 // Is makes errors.Is(err, ErrNoEndpoint) hold.
@@ -111,14 +113,14 @@ func New(endpoint string, timeout time.Duration, logger *slog.Logger) *Client {
 	}
 }
 
-// Endpoint returns the endpoint the Client talks to.
-func (c *Client) Endpoint() string { return c.endpoint }
-
 // Request says what certificate to ask for. The agent always makes it an
 // RA-TLS certificate: its key is new and the quote binds it.
 type Request struct {
-	Subject    string
-	AltNames   []string
+	// Subject and AltNames go into the certificate (empty: the agent's
+	// defaults).
+	Subject  string
+	AltNames []string
+	// ServerAuth and ClientAuth set the extended key usages.
 	ServerAuth bool
 	ClientAuth bool
 }

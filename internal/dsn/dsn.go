@@ -87,10 +87,22 @@ func CheckHost(host string) error {
 
 // Malformed wraps a driver's parse error of dsn as ErrBadDSN. Drivers quote
 // the input in their messages (net/url quotes a whole URL, password
-// included), so the driver error is not kept in the chain and its text is
-// scrubbed: every password candidate found in dsn and every long hex run is
-// replaced before it is shown.
-func Malformed(dsn string, err error) error {
+// included, and other messages quote the fragment they stumbled on), so the
+// driver error is not kept in the chain.
+//
+// When parse is given (the driver's parser), the message comes from parsing
+// dsn again with every password redacted: nothing the driver quotes can then
+// be a fragment of the password, whatever characters it holds. If the
+// redacted DSN parses, the fault was in the password itself, and the message
+// says so without showing it. Either way the text is also scrubbed (Scrub).
+func Malformed(dsn string, err error, parse func(string) error) error {
+	if parse != nil {
+		if redacted := Redact(dsn); redacted != dsn {
+			if err = parse(redacted); err == nil {
+				err = errors.New("the password (not shown) is malformed")
+			}
+		}
+	}
 	msg := "unparsable"
 	if err != nil {
 		msg = Scrub(err.Error(), dsn)
@@ -98,8 +110,24 @@ func Malformed(dsn string, err error) error {
 	return fmt.Errorf("%w: %s", ErrBadDSN, msg)
 }
 
+// Redact returns dsn with every password (see Scrub) replaced by "xxxxx".
+func Redact(dsn string) string {
+	var b strings.Builder
+	last := 0
+	for _, sp := range passwordSpans(dsn) {
+		if sp[0] < last {
+			continue // overlaps a span already redacted
+		}
+		b.WriteString(dsn[last:sp[0]])
+		b.WriteString("xxxxx")
+		last = sp[1]
+	}
+	b.WriteString(dsn[last:])
+	return b.String()
+}
+
 // Scrub removes from msg every password candidate of dsn (see
-// passwordCandidates) and every run of 16 or more hex digits.
+// passwordSpans) and every run of 16 or more hex digits.
 func Scrub(msg, dsn string) string {
 	cands := passwordCandidates(dsn)
 	// Longest first, so that a short candidate cannot break up a longer one.
@@ -110,30 +138,36 @@ func Scrub(msg, dsn string) string {
 	return scrubHex(msg)
 }
 
-// passwordCandidates finds what could be the password in a DSN that may not
-// parse: the userinfo after the first colon of a URL, its percent-decoded
-// form, and the values of password= parameters in either syntax. Being
-// lenient only over-redacts.
+// passwordCandidates lists what could be the password in dsn: each span of
+// passwordSpans, its percent-decoded form, and its words.
 func passwordCandidates(dsn string) []string {
 	var out []string
-	add := func(s string) {
-		if s == "" {
-			return
-		}
+	for _, sp := range passwordSpans(dsn) {
+		s := dsn[sp[0]:sp[1]]
 		out = append(out, s)
 		if dec, ok := percentDecode(s); ok && dec != s {
 			out = append(out, dec)
 		}
-		// An unterminated quote makes the candidate run to the end of the
-		// DSN; a driver may quote only a part of it.
+		// An unterminated quote makes the span run to the end of the DSN;
+		// a driver may quote only a part of it.
 		if f := strings.Fields(s); len(f) > 1 {
 			out = append(out, f...)
 		}
 	}
-	if _, rest, ok := strings.Cut(dsn, "://"); ok {
-		if at := strings.LastIndex(rest, "@"); at >= 0 {
-			if _, pw, ok := strings.Cut(rest[:at], ":"); ok {
-				add(pw)
+	return out
+}
+
+// passwordSpans finds, in ascending order, where the password could be in a
+// DSN that may not parse: the userinfo after the first colon of a URL, and
+// the values of password= parameters in either syntax. Being lenient only
+// over-redacts.
+func passwordSpans(dsn string) [][2]int {
+	var out [][2]int
+	if i := strings.Index(dsn, "://"); i >= 0 {
+		start := i + len("://")
+		if at := strings.LastIndex(dsn[start:], "@"); at >= 0 {
+			if colon := strings.Index(dsn[start:start+at], ":"); colon >= 0 && colon+1 < at {
+				out = append(out, [2]int{start + colon + 1, start + at})
 			}
 		}
 	}
@@ -154,26 +188,33 @@ func passwordCandidates(dsn string) []string {
 			for k < len(dsn) && dsn[k] == ' ' {
 				k++
 			}
-			add(passwordValue(dsn[k:]))
+			if from, to := passwordValue(dsn, k); to > from {
+				out = append(out, [2]int{from, to})
+			}
 		}
 		i = k
 	}
+	sort.Slice(out, func(a, b int) bool { return out[a][0] < out[b][0] })
 	return out
 }
 
-func passwordValue(s string) string {
+// passwordValue returns the span of the parameter value starting at
+// dsn[k]: inside single quotes (to the last quote, or to the end if there is
+// none), or up to &, whitespace or the end.
+func passwordValue(dsn string, k int) (from, to int) {
+	s := dsn[k:]
 	if strings.HasPrefix(s, "'") {
 		end := strings.LastIndex(s[1:], "'")
 		if end < 0 {
-			return s[1:]
+			return k + 1, len(dsn)
 		}
-		return s[1 : 1+end]
+		return k + 1, k + 1 + end
 	}
 	end := strings.IndexAny(s, "& \t\n\r")
 	if end < 0 {
-		return s
+		return k, len(dsn)
 	}
-	return s[:end]
+	return k, k + end
 }
 
 func percentDecode(s string) (string, bool) {

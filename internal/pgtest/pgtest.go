@@ -134,7 +134,7 @@ func ActiveQueries(ctx context.Context, conn *pgx.Conn, marker string) (int, err
 }
 
 // advisoryKey serializes set-up across test binaries running at once.
-const advisoryKey = 0x7261746c73 // "ratls"
+const advisoryKey int64 = 0x7261746c73 // "ratls"
 
 func setup() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -70,15 +70,6 @@ func (c *Cache[K, V]) Put(key K, val V, expires, now time.Time) {
 	c.entries[key] = c.lru.PushFront(&entry[K, V]{key: key, val: val, expires: expires})
 }
 
-// Delete removes key.
-func (c *Cache[K, V]) Delete(key K) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if el, ok := c.entries[key]; ok {
-		c.remove(el)
-	}
-}
-
 // Len returns the number of entries, expired or not.
 func (c *Cache[K, V]) Len() int {
 	c.mu.Lock()

@@ -72,16 +72,6 @@ func TestEvictsExpiredFirstThenLeastRecentlyUsed(t *testing.T) {
 	}
 }
 
-func TestDelete(t *testing.T) {
-	t.Parallel()
-	c := New[int, int](2)
-	c.Put(1, 1, t0.Add(time.Hour), t0)
-	c.Delete(1)
-	c.Delete(2)
-	_, ok := c.Get(1, t0)
-	require.False(t, ok)
-}
-
 func TestMinimumSize(t *testing.T) {
 	t.Parallel()
 	c := New[int, int](0)
