@@ -111,12 +111,26 @@ func defaultVerifier(v Verifier, now func() time.Time, log *slog.Logger) (Verifi
 // InsecureSkipVerify is set because X.509 chain validation is not what
 // establishes trust: do not clear it, and do not replace VerifyConnection.
 // The certificate's validity dates are still enforced. serverName is sent
-// as SNI unless it is an IP address.
+// as SNI unless it is an IP address. The attestation checks are bounded by
+// Config.HandshakeTimeout; use TLSConfigContext to bound them by a context
+// too.
 func (c *Client) TLSConfig(serverName string) *tls.Config {
 	return c.tlsConfig(context.Background(), serverName)
 }
 
-// tlsConfig binds the attestation checks to ctx (Dial's handshake context).
+// TLSConfigContext is TLSConfig for one handshake driven by code that has a
+// context for it (a gRPC dial, a driver's connect): the attestation checks
+// in VerifyConnection, quote verification and collateral fetches included,
+// are bounded by ctx as well as by Config.HandshakeTimeout. crypto/tls does
+// not hand the handshake's context to VerifyConnection, hence this.
+//
+// Once ctx ends, every handshake using the returned config fails: make one
+// per handshake (or per dial), not one for the Client's lifetime.
+func (c *Client) TLSConfigContext(ctx context.Context, serverName string) *tls.Config {
+	return c.tlsConfig(ctx, serverName)
+}
+
+// tlsConfig binds the attestation checks to ctx.
 func (c *Client) tlsConfig(ctx context.Context, serverName string) *tls.Config {
 	return &tls.Config{
 		ServerName: serverName,

@@ -21,6 +21,9 @@
 // X.509 chain validation plays no part: dstack certificates are issued by a
 // per-app CA, and trust comes from the quote.
 //
+// VerifyQuote and VerifyCertificate run the same checks outside a
+// handshake, on a bare quote or a certificate, for tools and audits.
+//
 // The client side presents its own dstack-issued certificate (mutual
 // RA-TLS), obtained from the local guest agent and renewed in the
 // background. Server is the other side: it serves a certificate from the
@@ -42,7 +45,7 @@ import (
 //
 // The returned verdict must carry the TCB status: an empty status is refused
 // (except from NoopVerifier), and so is a verdict whose ValidUntil has
-// already passed by Config.Now. A Verifier must be safe for concurrent use.
+// already passed by Config.Now (or VerifyAt). A Verifier must be safe for concurrent use.
 type Verifier interface {
 	VerifyQuote(ctx context.Context, quote []byte) (*tdx.Verdict, error)
 }
@@ -113,7 +116,7 @@ type Config struct {
 	CacheTTL time.Duration
 	// HandshakeTimeout bounds the TCP connect and TLS handshake of Dial,
 	// and the attestation checks of handshakes driven by others (TLSConfig,
-	// VerifyConnection). Zero: 30 seconds.
+	// TLSConfigContext, VerifyConnection). Zero: 30 seconds.
 	HandshakeTimeout time.Duration
 	// Logger receives warnings (insecure settings) and renewal failures.
 	// Nil: slog.Default().
@@ -139,7 +142,8 @@ type Report struct {
 	ReportData [64]byte
 	// TDAttributes are the TD's attributes; bit 0 of byte 0 is DEBUG.
 	TDAttributes [8]byte
-	// Debug is the TD's debug bit (set only if Policy.AllowDebugMode).
+	// Debug is the TD's debug bit (in an accepted report, set only if
+	// Policy.AllowDebugMode).
 	Debug bool
 	// TCBStatus, AdvisoryIDs and FMSPC come from the verifier's verdict
 	// (empty with NoopVerifier).
@@ -149,15 +153,16 @@ type Report struct {
 	// App is the app identity, set only when the event log replays to the
 	// quote's RTMR3.
 	App *ext.AppIdentity
-	// SourceOID is the extension the quote came from.
+	// SourceOID is the extension the quote came from (empty for a bare
+	// quote, see VerifyQuote).
 	SourceOID string
 	// Simulated is true when the peer presented no quote and AllowSimulator
 	// let it through: nothing else in the report is meaningful.
 	Simulated bool
 	// VerifiedAt is when the quote was verified (a cached verification
 	// keeps its time); ValidUntil when the verification stops holding: the
-	// earliest of the certificate's expiry, the verdict's ValidUntil
-	// (collateral) and the end of the cache TTL.
+	// earliest of the certificate's expiry (a bare quote has none), the
+	// verdict's ValidUntil (collateral) and the end of the cache TTL.
 	VerifiedAt time.Time
 	ValidUntil time.Time
 }

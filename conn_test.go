@@ -259,6 +259,53 @@ func TestTLSConfigForDrivers(t *testing.T) {
 	assertNothingSent(t, bad)
 }
 
+// TLSConfigContext binds the attestation checks to the caller's context:
+// cancelling it stops a verification in progress, which HandshakeTimeout
+// alone (here far away) would not.
+func TestTLSConfigContextCancelsVerification(t *testing.T) {
+	t.Parallel()
+	srv := startTLSServer(t, &tls.Config{Certificates: []tls.Certificate{mintCert(t, certSpec{})}})
+	fv := newFakeVerifier()
+	fv.release = make(chan struct{}) // never released: only ctx ends the call
+	c := testClient(t, Config{Verifier: fv, HandshakeTimeout: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	errc := make(chan error, 1)
+	go func() {
+		conn, err := tls.Dial("tcp", srv.addr, c.TLSConfigContext(ctx, "db.example"))
+		if err == nil {
+			conn.Close()
+		}
+		errc <- err
+	}()
+	require.Eventually(t, func() bool { return fv.calls.Load() == 1 }, 10*time.Second, time.Millisecond)
+	cancel()
+	select {
+	case err := <-errc:
+		requireOnlySentinel(t, err, ErrQuoteInvalid)
+		assert.ErrorIs(t, err, context.Canceled)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the handshake went on after its context was cancelled")
+	}
+	assertNothingSent(t, srv)
+}
+
+// HandshakeTimeout still bounds checks whose context has a later deadline.
+func TestTLSConfigContextKeepsHandshakeTimeout(t *testing.T) {
+	t.Parallel()
+	srv := startTLSServer(t, &tls.Config{Certificates: []tls.Certificate{mintCert(t, certSpec{})}})
+	fv := newFakeVerifier()
+	fv.release = make(chan struct{})
+	c := testClient(t, Config{Verifier: fv, HandshakeTimeout: 100 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	_, err := tls.Dial("tcp", srv.addr, c.TLSConfigContext(ctx, ""))
+	requireOnlySentinel(t, err, ErrQuoteInvalid)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assertNothingSent(t, srv)
+}
+
 func TestReportUnknownConnections(t *testing.T) {
 	t.Parallel()
 	c := testClient(t, Config{Verifier: newFakeVerifier()})

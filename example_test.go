@@ -183,3 +183,58 @@ func ExampleNewServer() {
 		}()
 	}
 }
+
+// Auditing a quote obtained out of band (from a log, an attestation API):
+// the same verification and policy as a connection, without one. Here the
+// quote comes from ratlstest's simulated TEE; in production, pass a nil
+// Verifier for DCAP against Intel.
+func ExampleVerifyQuote() {
+	stack, err := ratlstest.NewStack(ratlstest.StackOptions{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer stack.Close()
+	td := stack.Agent.TD()
+	quote, err := stack.Authority.Quote(td, [64]byte{})
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	ctx := context.Background()
+	report, err := ratls.VerifyQuote(ctx, quote, ratls.Policy{MRTDs: []string{td.MRTDHex()}}, stack.Verifier)
+	fmt.Println("accepted:", err == nil, report.TCBStatus)
+
+	// A bare quote has no event log: app identity pins cannot hold. The
+	// report of the verified quote comes with the policy's refusal.
+	pinned := ratls.Policy{ComposeHashes: []string{td.ComposeHashHex()}}
+	report, err = ratls.VerifyQuote(ctx, quote, pinned, stack.Verifier)
+	fmt.Println("refused:", errors.Is(err, ratls.ErrAppIdentity), report.TCBStatus)
+	// Output:
+	// accepted: true UpToDate
+	// refused: true UpToDate
+}
+
+// Checking a certificate saved from a server, for an audit: everything a
+// Client checks in a handshake except that the presenter holds the key.
+func ExampleVerifyCertificate() {
+	stack, err := ratlstest.NewStack(ratlstest.StackOptions{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer stack.Close()
+	cert, err := stack.Agent.Certificate(ratlstest.TLSKeyRequest{Subject: "db.example.com", UsageRATLS: true, UsageServerAuth: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	report, err := ratls.VerifyCertificate(context.Background(), cert.Leaf, stack.Config.Policy, stack.Verifier)
+	if err != nil {
+		log.Fatal(err)
+	}
+	td := stack.Agent.TD()
+	fmt.Println("TCB status:", report.TCBStatus)
+	fmt.Println("compose hash as pinned:", bytes.Equal(report.App.ComposeHash, td.ComposeHash[:]))
+	// Output:
+	// TCB status: UpToDate
+	// compose hash as pinned: true
+}

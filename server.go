@@ -89,6 +89,10 @@ func (s *Server) Report(conn *tls.Conn) (*Report, bool) {
 	return reportOf(&s.pv.reports, conn)
 }
 
+// AttestsClients reports whether s verifies its clients' attestations:
+// false when ServerConfig.InsecureSkipClientAttestation is set.
+func (s *Server) AttestsClients() bool { return s.pv != nil }
+
 // VerifyConnection runs the client attestation checks on a handshake state.
 // With InsecureSkipClientAttestation it only requires a client certificate
 // and returns a nil Report.

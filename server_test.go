@@ -123,6 +123,8 @@ func TestServerInsecureSkipClientAttestation(t *testing.T) {
 	var logs logBuffer
 	s := testServer(t, ServerConfig{InsecureSkipClientAttestation: true, Logger: newLogger(&logs)})
 	assert.Equal(t, 1, logs.count("InsecureSkipClientAttestation"))
+	assert.False(t, s.AttestsClients())
+	assert.True(t, testServer(t, ServerConfig{Verifier: newFakeVerifier()}).AttestsClients())
 	srv := startReportingServer(t, s.TLSConfig(), s.Report)
 
 	plain := mintCert(t, certSpec{noQuote: true})

@@ -100,12 +100,12 @@ func (v *peerVerifier) verify(ctx context.Context, cs tls.ConnectionState) (*Rep
 }
 
 // verifyLeaf returns the (shared, read-only) report for leaf, from the cache
-// or by verifying it; concurrent calls for one leaf verify it once.
+// or by verifying it; concurrent calls for one leaf verify it once. The
+// checks are bounded by ctx and by v.timeout.
 func (v *peerVerifier) verifyLeaf(ctx context.Context, leaf *x509.Certificate) (*Report, error) {
 	now := v.now()
-	if now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
-		return nil, fmt.Errorf("%w: the %s certificate is valid from %s to %s, now is %s", ErrCertificateValidity, v.peer,
-			leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	if err := v.checkValidity(leaf, now); err != nil {
+		return nil, err
 	}
 	key := sha256.Sum256(leaf.Raw)
 	if v.cache != nil {
@@ -113,7 +113,7 @@ func (v *peerVerifier) verifyLeaf(ctx context.Context, leaf *x509.Certificate) (
 			return rep, nil
 		}
 	}
-	if _, ok := ctx.Deadline(); !ok && v.timeout > 0 {
+	if v.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, v.timeout)
 		defer cancel()
@@ -127,15 +127,30 @@ func (v *peerVerifier) verifyLeaf(ctx context.Context, leaf *x509.Certificate) (
 			}
 		}
 		rep, err := v.verifyUncached(ctx, leaf)
-		if err == nil && v.cache != nil && !rep.Simulated {
+		if err != nil {
+			// A connection has no use for the report of a refused peer.
+			return nil, err
+		}
+		if v.cache != nil && !rep.Simulated {
 			v.cache.Put(key, rep, rep.ValidUntil, v.now())
 		}
-		return rep, err
+		return rep, nil
 	})
 	return rep, err
 }
 
-// verifyUncached runs every check on leaf, cheapest first.
+// checkValidity requires now to be within leaf's validity period.
+func (v *peerVerifier) checkValidity(leaf *x509.Certificate, now time.Time) error {
+	if now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
+		return fmt.Errorf("%w: the %s certificate is valid from %s to %s, now is %s", ErrCertificateValidity, v.peer,
+			leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// verifyUncached runs every check on leaf but its validity dates, cheapest
+// first. When only the policy refuses the peer, its report comes with the
+// error.
 func (v *peerVerifier) verifyUncached(ctx context.Context, leaf *x509.Certificate) (*Report, error) {
 	att, err := ext.FromCertificate(leaf)
 	switch {
@@ -155,8 +170,16 @@ func (v *peerVerifier) verifyUncached(ctx context.Context, leaf *x509.Certificat
 	if err := checkKeyBinding(leaf, quote); err != nil {
 		return nil, err
 	}
+	return v.judge(ctx, att.Quote, quote, att, leaf.NotAfter)
+}
 
-	verdict, err := v.verifier.VerifyQuote(ctx, att.Quote)
+// judge has the verifier check raw (parsed: quote), builds the report and
+// applies the policy: what connections and one-shot verification share. att
+// is the certificate's attestation and notAfter its expiry; a bare quote has
+// neither (nil, zero). When only the policy refuses the quote, its report
+// comes with the error.
+func (v *peerVerifier) judge(ctx context.Context, raw []byte, quote *tdx.Quote, att *ext.Attestation, notAfter time.Time) (*Report, error) {
+	verdict, err := v.verifier.VerifyQuote(ctx, raw)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrQuoteInvalid, err)
 	}
@@ -186,26 +209,36 @@ func (v *peerVerifier) verifyUncached(ctx context.Context, leaf *x509.Certificat
 		TCBStatus:    verdict.TCBStatus,
 		AdvisoryIDs:  append([]string(nil), verdict.AdvisoryIDs...),
 		FMSPC:        verdict.FMSPC,
-		SourceOID:    att.SourceOID.String(),
 		VerifiedAt:   now,
-		ValidUntil:   leaf.NotAfter,
+		ValidUntil:   earliest(notAfter, verdict.ValidUntil),
 	}
-	if !verdict.ValidUntil.IsZero() && verdict.ValidUntil.Before(rep.ValidUntil) {
-		rep.ValidUntil = verdict.ValidUntil
+	if att != nil {
+		rep.SourceOID = att.SourceOID.String()
 	}
-	if v.ttl > 0 && now.Add(v.ttl).Before(rep.ValidUntil) {
-		rep.ValidUntil = now.Add(v.ttl)
+	if v.ttl > 0 {
+		rep.ValidUntil = earliest(rep.ValidUntil, now.Add(v.ttl))
 	}
 	var appErr error
-	if len(att.Events) == 0 {
+	switch {
+	case att == nil:
+		appErr = errors.New("a bare quote has no event log")
+	case len(att.Events) == 0:
 		appErr = fmt.Errorf("the %s certificate carries no event log", v.peer)
-	} else {
+	default:
 		rep.App, appErr = ext.VerifiedAppIdentity(att.Events, quote.Body.RTMR[3])
 	}
 	if err := v.policy.check(rep, v.skipTCB, appErr); err != nil {
-		return nil, err
+		return rep, err
 	}
 	return rep, nil
+}
+
+// earliest returns the earlier of a and b, the zero time being no bound.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
 }
 
 // checkKeyBinding requires the quote to have been made for leaf's key. The

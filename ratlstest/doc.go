@@ -13,8 +13,9 @@
 //     (GetTlsKey and friends) on a unix socket and on 127.0.0.1, issuing
 //     RA-TLS certificates whose quotes bind their keys and whose event logs
 //     replay to RTMR3;
-//   - Sidecar: a production-grade RA-TLS terminating proxy (also what the
-//     CLI runs in a real CVM);
+//   - Sidecar: the production RA-TLS terminating proxy, the very code
+//     `ratls sidecar` runs in a real CVM, for tests to put in front of an
+//     upstream;
 //   - Adversary: TLS servers that cheat in one precise way each (swapped
 //     key, debug TD, mismatched quotes, no attestation, wrong MRTD) and
 //     count what clients send them;

@@ -1,13 +1,10 @@
 package ratlstest
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/sha512"
 	"crypto/x509"
 	"encoding/pem"
-	"log/slog"
-	"sync"
 	"testing"
 
 	"github.com/Dstack-TEE/dstack/sdk/go/dstack"
@@ -87,34 +84,4 @@ func requireBound(t *testing.T, p *parsedTLSKey) {
 	require.NotNil(t, p.quote, "certificate carries no quote")
 	want := sha512.Sum512(append([]byte("ratls-cert:"), p.leaf.RawSubjectPublicKeyInfo...))
 	require.Equal(t, want, p.quote.Body.ReportData)
-}
-
-// errCollector is a slog.Handler keeping the "err" attributes of the
-// records it receives, so that tests can match logged errors with
-// errors.Is.
-type errCollector struct {
-	mu   sync.Mutex
-	errs []error
-}
-
-func (c *errCollector) Enabled(context.Context, slog.Level) bool { return true }
-func (c *errCollector) WithAttrs([]slog.Attr) slog.Handler       { return c }
-func (c *errCollector) WithGroup(string) slog.Handler            { return c }
-
-func (c *errCollector) Handle(_ context.Context, r slog.Record) error {
-	r.Attrs(func(a slog.Attr) bool {
-		if err, ok := a.Value.Any().(error); ok && a.Key == "err" {
-			c.mu.Lock()
-			c.errs = append(c.errs, err)
-			c.mu.Unlock()
-		}
-		return true
-	})
-	return nil
-}
-
-func (c *errCollector) errors() []error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]error(nil), c.errs...)
 }

@@ -2,52 +2,21 @@ package ratlstest
 
 import (
 	"context"
-	"crypto/tls"
-	"errors"
-	"fmt"
-	"log/slog"
-	"net"
-	"strings"
-	"sync"
-	"time"
 
-	"github.com/teesql/ratls"
-	"github.com/teesql/ratls/internal/forward"
+	"github.com/teesql/ratls/internal/sidecar"
 )
 
 // DefaultSidecarHandshakeTimeout bounds a client's TLS handshake plus the
 // upstream dial when SidecarConfig.HandshakeTimeout is zero.
-const DefaultSidecarHandshakeTimeout = 10 * time.Second
+const DefaultSidecarHandshakeTimeout = sidecar.DefaultHandshakeTimeout
 
-// SidecarConfig configures a Sidecar.
-type SidecarConfig struct {
-	// Upstream is where client bytes go: "host:port" over TCP, or
-	// "unix:/path" for a unix socket. Required.
-	Upstream string
-	// Server supplies the served certificate and the client verification.
-	// The sidecar does not close it. Nil: the sidecar creates a Server from
-	// ServerConfig and closes it on Close.
-	Server *ratls.Server
-	// ServerConfig is used when Server is nil. Its defaults are the core's:
-	// full DCAP verification of clients against Intel's root, a
-	// certificate from the local dstack agent.
-	ServerConfig ratls.ServerConfig
-	// Listen is the TCP address to listen on. Empty: "127.0.0.1:0".
-	// Ignored if Listener is set.
-	Listen string
-	// Listener, if set, is served instead of listening on Listen. The
-	// sidecar closes it.
-	Listener net.Listener
-	// HandshakeTimeout bounds each client's TLS handshake plus the
-	// upstream dial. Zero: DefaultSidecarHandshakeTimeout.
-	HandshakeTimeout time.Duration
-	// IdleTimeout closes connections idle in both directions this long.
-	// Zero: no limit.
-	IdleTimeout time.Duration
-	// Logger receives connection events (rejected clients at Info,
-	// relays at Debug). Nil: slog.Default().
-	Logger *slog.Logger
-}
+// SidecarConfig configures a Sidecar: Upstream ("host:port" or
+// "unix:/path", required); Server, or else ServerConfig from which the
+// sidecar makes (and closes) its own ratls.Server; Listen or Listener
+// (default "127.0.0.1:0"); HandshakeTimeout (default
+// DefaultSidecarHandshakeTimeout), IdleTimeout (default none) and Logger
+// (default slog.Default()).
+type SidecarConfig = sidecar.Config
 
 // Sidecar is an RA-TLS terminating proxy: it serves the RA-TLS certificate
 // of a ratls.Server, requires every client to present a certificate (and,
@@ -55,173 +24,18 @@ type SidecarConfig struct {
 // only then connects to the upstream and relays bytes both ways. A rejected
 // client causes no upstream connection and has no byte forwarded.
 //
-// It is the same code a CVM runs in front of a database; in tests it sits
-// in front of an echo server or a real PostgreSQL.
-type Sidecar struct {
-	proxy   *forward.Proxy
-	server  *ratls.Server
-	ownsSrv bool
-	ln      net.Listener
-	log     *slog.Logger
+// It is the production sidecar that `ratls sidecar` runs in front of a
+// database in a CVM; in tests it sits in front of an echo server or a real
+// PostgreSQL. Its methods: Addr, Stats, BytesReceived, Shutdown, Close.
+type Sidecar = sidecar.Sidecar
 
-	serveErr  chan error
-	closeOnce sync.Once
-	closeErr  error
-}
-
-// SidecarStats counts what a Sidecar has done.
-type SidecarStats struct {
-	// Accepted counts TCP connections accepted.
-	Accepted int64
-	// Rejected counts connections dropped before relaying: failed
-	// handshakes (bad or missing client attestation) and failed upstream
-	// dials.
-	Rejected int64
-	// Relayed counts connections relayed to the upstream.
-	Relayed int64
-	// Active counts connections open now.
-	Active int64
-	// BytesFromClients counts application bytes received from clients
-	// after their handshake. A client rejected in the handshake adds none.
-	BytesFromClients int64
-	// BytesToClients counts bytes relayed back to clients.
-	BytesToClients int64
-}
+// SidecarStats counts what a Sidecar has done: Accepted, Rejected (failed
+// handshakes, bad or missing client attestations, failed upstream dials),
+// Relayed, Active, and BytesFromClients / BytesToClients (application
+// bytes; a client rejected in the handshake adds none).
+type SidecarStats = sidecar.Stats
 
 // NewSidecar starts a sidecar. Close it to stop it.
 func NewSidecar(ctx context.Context, cfg SidecarConfig) (*Sidecar, error) {
-	if cfg.Upstream == "" {
-		return nil, errors.New("ratlstest: SidecarConfig.Upstream is empty")
-	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
-	}
-	s := &Sidecar{server: cfg.Server, log: log, serveErr: make(chan error, 1)}
-	if s.server == nil {
-		if cfg.ServerConfig.Logger == nil {
-			cfg.ServerConfig.Logger = log
-		}
-		srv, err := ratls.NewServer(ctx, cfg.ServerConfig)
-		if err != nil {
-			return nil, err
-		}
-		s.server, s.ownsSrv = srv, true
-	}
-	s.ln = cfg.Listener
-	if s.ln == nil {
-		addr := cfg.Listen
-		if addr == "" {
-			addr = "127.0.0.1:0"
-		}
-		var lc net.ListenConfig
-		ln, err := lc.Listen(ctx, "tcp", addr)
-		if err != nil {
-			s.closeServer()
-			return nil, err
-		}
-		s.ln = ln
-	}
-	tlsConfig := s.server.TLSConfig()
-	// The sidecar's contract is "no certificate, no bytes": enforce it even
-	// if the server config asked for less.
-	if tlsConfig.ClientAuth < tls.RequireAnyClientCert {
-		tlsConfig = tlsConfig.Clone()
-		tlsConfig.ClientAuth = tls.RequireAnyClientCert
-	}
-	network, address := upstreamAddr(cfg.Upstream)
-	timeout := cfg.HandshakeTimeout
-	if timeout <= 0 {
-		timeout = DefaultSidecarHandshakeTimeout
-	}
-	s.proxy = &forward.Proxy{
-		Handshake:        s.handshake(tlsConfig),
-		Dial:             func(ctx context.Context) (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, network, address) },
-		HandshakeTimeout: timeout,
-		IdleTimeout:      cfg.IdleTimeout,
-		Logger:           log,
-	}
-	go func() { s.serveErr <- s.proxy.Serve(s.ln) }()
-	log.Info("ratlstest: RA-TLS sidecar listening", "addr", s.ln.Addr().String(), "upstream", cfg.Upstream)
-	return s, nil
-}
-
-// upstreamAddr splits "unix:/path" from a TCP address.
-func upstreamAddr(s string) (network, address string) {
-	if p, ok := strings.CutPrefix(s, "unix:"); ok {
-		return "unix", p
-	}
-	return "tcp", s
-}
-
-func (s *Sidecar) handshake(cfg *tls.Config) func(context.Context, net.Conn) (net.Conn, error) {
-	return func(ctx context.Context, c net.Conn) (net.Conn, error) {
-		tc := tls.Server(c, cfg)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			return nil, err
-		}
-		if len(tc.ConnectionState().PeerCertificates) == 0 {
-			return nil, fmt.Errorf("%w: client", ratls.ErrNoPeerCertificate)
-		}
-		if r, ok := s.server.Report(tc); ok && r != nil {
-			attrs := []any{"remote", c.RemoteAddr().String(), "mrtd", fmt.Sprintf("%x", r.MRTD), "tcb_status", string(r.TCBStatus)}
-			if r.App != nil {
-				attrs = append(attrs, "app_id", fmt.Sprintf("%x", r.App.AppID), "compose_hash", fmt.Sprintf("%x", r.App.ComposeHash))
-			}
-			s.log.Debug("ratlstest: sidecar accepted an attested client", attrs...)
-		}
-		return tc, nil
-	}
-}
-
-// Addr is the address clients connect to.
-func (s *Sidecar) Addr() string { return s.ln.Addr().String() }
-
-// Stats returns a snapshot of the sidecar's counters.
-func (s *Sidecar) Stats() SidecarStats {
-	st := s.proxy.Stats()
-	return SidecarStats(st)
-}
-
-// BytesReceived is Stats().BytesFromClients: application bytes received
-// from clients after a successful handshake.
-func (s *Sidecar) BytesReceived() int64 { return s.proxy.Stats().BytesFromClients }
-
-// Shutdown stops accepting and waits for open connections, handshakes in
-// progress included, to end by themselves; when ctx ends it closes them.
-// It then closes the Server the sidecar created.
-func (s *Sidecar) Shutdown(ctx context.Context) error {
-	err := s.proxy.Shutdown(ctx)
-	s.finish()
-	return err
-}
-
-// Close closes the listener and every connection (ending handshakes in
-// progress) and waits for all the sidecar's goroutines, then closes the
-// Server the sidecar created.
-func (s *Sidecar) Close() error {
-	err := s.proxy.Close()
-	if ferr := s.finish(); err == nil {
-		err = ferr
-	}
-	return err
-}
-
-func (s *Sidecar) finish() error {
-	s.closeOnce.Do(func() {
-		if err := <-s.serveErr; err != nil && !errors.Is(err, forward.ErrClosed) {
-			s.closeErr = err
-		}
-		if err := s.closeServer(); s.closeErr == nil {
-			s.closeErr = err
-		}
-	})
-	return s.closeErr
-}
-
-func (s *Sidecar) closeServer() error {
-	if s.ownsSrv {
-		return s.server.Close()
-	}
-	return nil
+	return sidecar.New(ctx, cfg)
 }

@@ -104,11 +104,11 @@ func NewServerCredentials(server *ratls.Server) credentials.TransportCredentials
 	return &creds{server: server}
 }
 
-// ClientHandshake runs the attested handshake on rawConn, bounded by ctx.
-// The attestation checks inside it are bounded by the ratls client's
-// HandshakeTimeout instead (crypto/tls does not hand ctx to them): a ctx
-// that ends during them closes rawConn, and ClientHandshake returns once
-// they do.
+// ClientHandshake runs the attested handshake on rawConn, bounded by ctx
+// (gRPC's dial context). The attestation checks inside it, quote
+// verification and collateral fetches included, are bounded by ctx too, and
+// by the ratls client's HandshakeTimeout: a ctx that ends during them stops
+// them, and ClientHandshake returns at once.
 func (c *creds) ClientHandshake(ctx context.Context, authority string, rawConn net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	if c.client == nil {
 		return nil, nil, errors.New("ratlsgrpc: server credentials used to dial")
@@ -120,7 +120,7 @@ func (c *creds) ClientHandshake(ctx context.Context, authority string, rawConn n
 			serverName = host
 		}
 	}
-	cfg := c.client.TLSConfig(serverName).Clone()
+	cfg := c.client.TLSConfigContext(ctx, serverName)
 	cfg.NextProtos = []string{alpnH2}
 
 	conn := tls.Client(rawConn, cfg)

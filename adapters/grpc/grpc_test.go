@@ -31,6 +31,7 @@ import (
 	ratlsgrpc "github.com/teesql/ratls/adapters/grpc"
 	"github.com/teesql/ratls/internal/pgtest"
 	"github.com/teesql/ratls/ratlstest"
+	"github.com/teesql/ratls/tdx"
 )
 
 func testCtx(t *testing.T) context.Context {
@@ -230,6 +231,61 @@ func TestClientHandshakeBoundedByContext(t *testing.T) {
 	defer cancel()
 	_, _, err := ratlsgrpc.NewClientCredentials(client).ClientHandshake(ctx, "silent:443", cConn)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
+}
+
+// blockingVerifier verifies nothing: it waits until its context ends and
+// records why it did.
+type blockingVerifier struct {
+	entered chan struct{}
+	ended   chan error
+}
+
+func (v *blockingVerifier) VerifyQuote(ctx context.Context, _ []byte) (*tdx.Verdict, error) {
+	v.entered <- struct{}{}
+	<-ctx.Done()
+	v.ended <- ctx.Err()
+	return nil, ctx.Err()
+}
+
+// The dial context bounds the quote verification inside the handshake: once
+// it is cancelled, the verification stops and ClientHandshake returns, long
+// before the client's HandshakeTimeout.
+func TestClientHandshakeContextStopsVerification(t *testing.T) {
+	t.Parallel()
+	st, _ := pgtest.Stack(t)
+	addr, _ := startServer(t, st)
+	bv := &blockingVerifier{entered: make(chan struct{}, 1), ended: make(chan error, 1)}
+	cfg := st.Config
+	cfg.Verifier = bv
+	cfg.HandshakeTimeout = time.Hour
+	client, err := ratls.NewClient(testCtx(t), cfg)
+	require.NoError(t, err)
+	defer client.Close()
+
+	raw, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer raw.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		_, _, err := ratlsgrpc.NewClientCredentials(client).ClientHandshake(ctx, addr, raw)
+		errc <- err
+	}()
+	select {
+	case <-bv.entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the quote was never handed to the verifier")
+	}
+	cancel()
+	select {
+	case err := <-errc:
+		require.ErrorIs(t, err, context.Canceled)
+	case <-time.After(30 * time.Second):
+		t.Fatal("ClientHandshake went on after its context was cancelled")
+	}
+	// The verifier itself was stopped by the dial context.
+	require.ErrorIs(t, <-bv.ended, context.Canceled)
 }
 
 func TestCloneAndOverrideServerName(t *testing.T) {

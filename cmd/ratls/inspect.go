@@ -132,7 +132,7 @@ func (c *cli) inspect(ctx context.Context, args []string) error {
 		}
 	}
 	if *verify {
-		ins.Verification = c.verifyChain(ctx, chain, &pf)
+		ins.Verification = c.verifyLeaf(ctx, chain[0], &pf)
 	}
 	if *jsonOut {
 		if err := writeJSON(c.stdout, ins); err != nil {

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/teesql/ratls"
-	"github.com/teesql/ratls/ratlstest"
+	"github.com/teesql/ratls/internal/sidecar"
 )
 
 const sidecarHelp = `
@@ -37,7 +37,7 @@ func (c *cli) sidecar(ctx context.Context, args []string) error {
 		altNames  listFlag
 		handshake = fs.Duration("handshake-timeout", 30*time.Second, "bound on each client handshake and upstream connect")
 		drain     = fs.Duration("shutdown-timeout", 10*time.Second, "how long open connections may finish after SIGTERM/SIGINT")
-		logLevel  = fs.String("log-level", "info", "`LEVEL` of logging: debug (also every attested client and relay), info, warn or error")
+		logLevel  = fs.String("log-level", "info", "`LEVEL` of logging: debug (also every relay), info (also every attested client), warn or error")
 		pf        policyFlags
 		cf        clientCertFlags
 	)
@@ -85,8 +85,9 @@ func (c *cli) sidecar(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	// The same sidecar the test suite puts in front of PostgreSQL.
-	sc, err := ratlstest.NewSidecar(ctx, ratlstest.SidecarConfig{
+	// The same sidecar the test suite puts in front of PostgreSQL (through
+	// ratlstest). It logs where it listens.
+	sc, err := sidecar.New(ctx, sidecar.Config{
 		Upstream:         *upstream,
 		Server:           srv,
 		Listener:         ln,
@@ -97,8 +98,6 @@ func (c *cli) sidecar(ctx context.Context, args []string) error {
 		ln.Close()
 		return err
 	}
-	logger.Info("listening", "addr", ln.Addr().String(), "upstream", *upstream,
-		"client_attestation", !*skip)
 	c.notifyListening("sidecar", ln.Addr())
 	<-ctx.Done()
 

@@ -307,6 +307,9 @@ func TestSidecarCommand(t *testing.T) {
 	_, _ = io.ReadAll(conn)
 	assert.Equal(t, exitOK, <-stopped, sc.stderr.String())
 	assert.Contains(t, sc.stderr.String(), "stopped")
+	// Where it listens is logged once; each attested client, with its MRTD.
+	assert.Equal(t, 1, strings.Count(sc.stderr.String(), "listening"), sc.stderr.String())
+	assert.Contains(t, sc.stderr.String(), "mrtd="+s.td.MRTDHex())
 }
 
 // echo writes msg on conn and expects it back.

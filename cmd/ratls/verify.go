@@ -2,20 +2,13 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
@@ -106,18 +99,14 @@ func (c *cli) verifyQuote(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	var verifier ratls.Verifier = v
+	if coll != nil {
+		verifier = fixedCollateral{v: v, coll: coll, now: now}
+	}
 
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	var verdict *tdx.Verdict
-	if coll != nil {
-		verdict, err = v.VerifyWithCollateral(ctx, quote, coll, now())
-	} else {
-		verdict, err = v.VerifyQuote(ctx, quote)
-	}
-	if err == nil {
-		err = checkVerdict(pol, verdict)
-	}
+	rep, err := ratls.VerifyQuote(ctx, quote, pol, verifier, ratls.VerifyAt(now()))
 
 	res := quoteResult{AdvisoryIDs: []string{}, Accepted: err == nil}
 	if err != nil {
@@ -130,11 +119,12 @@ func (c *cli) verifyQuote(ctx context.Context, args []string) error {
 		res.TDAttributes = hexs(q.Body.TDAttributes[:])
 		res.Debug = q.Body.Debug()
 	}
-	if verdict != nil {
-		res.TCBStatus = string(verdict.TCBStatus)
-		res.FMSPC = verdict.FMSPC
-		if verdict.AdvisoryIDs != nil {
-			res.AdvisoryIDs = verdict.AdvisoryIDs
+	// A quote refused by the policy alone still has its verdict.
+	if rep != nil {
+		res.TCBStatus = string(rep.TCBStatus)
+		res.FMSPC = rep.FMSPC
+		if rep.AdvisoryIDs != nil {
+			res.AdvisoryIDs = rep.AdvisoryIDs
 		}
 	}
 	if *jsonOut {
@@ -147,37 +137,16 @@ func (c *cli) verifyQuote(ctx context.Context, args []string) error {
 	return err
 }
 
-// checkVerdict applies pol to the verdict on a bare quote, in the order and
-// with the rules the core applies to a connection (MRTD, debug, TCB status,
-// app identity).
-//
-// TODO(core): the core exports no way to apply a Policy to a verdict; once
-// it does, call it here so that the CLI and connections cannot disagree.
-func checkVerdict(pol ratls.Policy, v *tdx.Verdict) error {
-	if v == nil || v.Quote == nil {
-		return fmt.Errorf("%w: the verifier returned no verdict", ratls.ErrQuoteInvalid)
-	}
-	body := &v.Quote.Body
-	if len(pol.MRTDs) > 0 {
-		mrtd := hexs(body.MRTD[:])
-		if !slices.ContainsFunc(pol.MRTDs, func(s string) bool { return strings.EqualFold(s, mrtd) }) {
-			return fmt.Errorf("%w: MRTD %s is not in the allowlist [%s]", ratls.ErrMRTDNotAllowed, mrtd, strings.Join(pol.MRTDs, ", "))
-		}
-	}
-	if body.Debug() && !pol.AllowDebugMode {
-		return fmt.Errorf("%w: TD attributes %s have the debug bit set, and --allow-debug is off", ratls.ErrDebugMode, hexs(body.TDAttributes[:]))
-	}
-	accepted := pol.AcceptTCBStatuses
-	if len(accepted) == 0 {
-		accepted = []tdx.TCBStatus{tdx.TCBUpToDate, tdx.TCBSWHardeningNeeded}
-	}
-	if !slices.Contains(accepted, v.TCBStatus) {
-		return &ratls.TCBStatusError{Status: v.TCBStatus, AdvisoryIDs: v.AdvisoryIDs, Accepted: accepted}
-	}
-	if len(pol.ComposeHashes) > 0 || len(pol.AppIDs) > 0 {
-		return fmt.Errorf("%w: app identity is pinned but a bare quote carries no event log to establish it", ratls.ErrAppIdentity)
-	}
-	return nil
+// fixedCollateral verifies quotes against collateral read from a file, with
+// no network access.
+type fixedCollateral struct {
+	v    *dcap.Verifier
+	coll *dcap.Collateral
+	now  func() time.Time
+}
+
+func (f fixedCollateral) VerifyQuote(ctx context.Context, quote []byte) (*tdx.Verdict, error) {
+	return f.v.VerifyWithCollateral(ctx, quote, f.coll, f.now())
 }
 
 func readCollateral(path string) (*dcap.Collateral, error) {
@@ -216,11 +185,15 @@ func printQuoteResult(w io.Writer, r *quoteResult) {
 	}
 }
 
-// verifyChain verifies a certificate chain exactly as a ratls client
-// verifies a server's, by running the core's connection check on it.
-func (c *cli) verifyChain(ctx context.Context, chain []*x509.Certificate, pf *policyFlags) *verification {
+// verifyTimeout bounds inspect --verify's checks, as a Client's default
+// HandshakeTimeout bounds its own.
+const verifyTimeout = 30 * time.Second
+
+// verifyLeaf verifies a certificate exactly as a ratls client verifies a
+// server's, with the core's own checks.
+func (c *cli) verifyLeaf(ctx context.Context, leaf *x509.Certificate, pf *policyFlags) *verification {
 	res := &verification{AdvisoryIDs: []string{}}
-	rep, err := c.verifyCertificate(ctx, chain, pf)
+	rep, err := c.verifyCertificate(ctx, leaf, pf)
 	if err != nil {
 		res.Error = oneLine(err.Error())
 		var tcbErr *ratls.TCBStatusError
@@ -241,7 +214,7 @@ func (c *cli) verifyChain(ctx context.Context, chain []*x509.Certificate, pf *po
 	return res
 }
 
-func (c *cli) verifyCertificate(ctx context.Context, chain []*x509.Certificate, pf *policyFlags) (*ratls.Report, error) {
+func (c *cli) verifyCertificate(ctx context.Context, leaf *x509.Certificate, pf *policyFlags) (*ratls.Report, error) {
 	pol, err := pf.policy()
 	if err != nil {
 		return nil, err
@@ -250,45 +223,9 @@ func (c *cli) verifyCertificate(ctx context.Context, chain []*x509.Certificate, 
 	if err != nil {
 		return nil, err
 	}
-	// A Client insists on a client certificate; this one is never shown
-	// to anyone, so a throwaway one spares contacting the guest agent.
-	throwaway, err := throwawayCertificate()
-	if err != nil {
-		return nil, err
-	}
-	client, err := ratls.NewClient(ctx, ratls.Config{
-		Policy:            pol,
-		Verifier:          v,
-		ClientCertificate: throwaway,
-		CacheTTL:          -1,
-		Logger:            c.warnLogger(),
-	})
-	if err != nil {
-		return nil, err
-	}
-	defer client.Close()
-	return client.VerifyConnection(tls.ConnectionState{PeerCertificates: chain})
-}
-
-func throwawayCertificate() (*tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "ratls inspect"},
-		NotBefore:    now.Add(-time.Minute),
-		NotAfter:     now.Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, err
-	}
-	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+	ctx, cancel := context.WithTimeout(ctx, verifyTimeout)
+	defer cancel()
+	return ratls.VerifyCertificate(ctx, leaf, pol, v, ratls.VerifyLogger(c.warnLogger()))
 }
 
 // warnLogger passes on the library's warnings (insecure settings) to

@@ -110,6 +110,17 @@ func TestVerifyQuotePolicy(t *testing.T) {
 	}
 }
 
+// MRTDs are accepted as the core accepts them: 0x prefix, any case.
+func TestVerifyQuoteMRTDPrefixedUpperCase(t *testing.T) {
+	t.Parallel()
+	r := runCmd(t, nil, verifyArgs("2025-06-25T00:00:00Z", "--json", "--mrtd", "0x"+strings.ToUpper(sampleMRTD(t)))...)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	m := decodeJSON(t, r.stdout)
+	assert.Equal(t, true, m["accepted"])
+	assert.Equal(t, "", m["error"])
+	assert.Equal(t, "UpToDate", m["tcb_status"])
+}
+
 func TestVerifyQuoteHexFile(t *testing.T) {
 	t.Parallel()
 	raw, err := os.ReadFile(testdata("dcap-qvl", "tdx_quote"))
