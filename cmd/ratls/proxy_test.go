@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/teesql/ratls/internal/pgtest"
 	"github.com/teesql/ratls/ratlstest"
 )
 
@@ -24,7 +25,8 @@ import (
 // its MRTD.
 func TestProxyPostgres(t *testing.T) {
 	t.Parallel()
-	pg := requirePostgres(t)
+	pgtest.Require(t)
+	pg := pgtest.Addr
 	s := startStack(t)
 	sc, err := s.NewSidecar(context.Background(), pg)
 	require.NoError(t, err)

@@ -51,22 +51,6 @@ func (s *testStack) pins() []string {
 	return []string{"--mrtd", s.td.MRTDHex(), "--compose-hash", s.td.ComposeHashHex(), "--app-id", s.td.AppIDHex()}
 }
 
-// requirePostgres returns the address of the local PostgreSQL, failing the
-// test in CI (where it must be there) and skipping it elsewhere.
-func requirePostgres(t *testing.T) string {
-	t.Helper()
-	const addr = "127.0.0.1:5432"
-	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("PostgreSQL is not reachable at %s (CI=true): %v", addr, err)
-		}
-		t.Skipf("PostgreSQL is not reachable at %s: %v (run scripts/ensure-postgres.sh)", addr, err)
-	}
-	c.Close()
-	return addr
-}
-
 // countingUpstream is a TCP echo upstream that counts connections and bytes,
 // to prove that nothing reached it.
 type countingUpstream struct {
