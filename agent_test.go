@@ -149,6 +149,107 @@ func TestNewClientMissingDstackSocket(t *testing.T) {
 	requireOnlySentinel(t, err, ErrMissingDstackSocket)
 }
 
+// staleSocket leaves a socket file in a new directory that nothing listens
+// on, as an agent that died without cleaning up does.
+func staleSocket(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "ratls")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	path := filepath.Join(dir, "dstack.sock")
+	l, err := net.Listen("unix", path)
+	require.NoError(t, err)
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	require.NoError(t, l.Close())
+	fi, err := os.Stat(path)
+	require.NoError(t, err)
+	require.NotZero(t, fi.Mode()&os.ModeSocket, "the stale socket file is still there")
+	return path
+}
+
+// Files left at the standard socket paths are not an agent: discovery
+// skips them and reports that there is none.
+func TestStaleStandardSockets(t *testing.T) {
+	t.Parallel()
+	regular := filepath.Join(t.TempDir(), "dstack.sock")
+	require.NoError(t, os.WriteFile(regular, nil, 0o600))
+	h := noAgentHooks(t)
+	h.sockets = []string{staleSocket(t), regular, h.sockets[0]}
+
+	_, err := NewClient(context.Background(), Config{Verifier: newFakeVerifier(), Logger: discardLogger(), hooks: h})
+	requireOnlySentinel(t, err, ErrMissingDstackSocket)
+	assert.Contains(t, err.Error(), h.sockets[0]+" refused them")
+	_, err = NewServer(context.Background(), ServerConfig{Verifier: newFakeVerifier(), Logger: discardLogger(), hooks: h})
+	requireOnlySentinel(t, err, ErrMissingDstackSocket)
+
+	// A live agent at a later path is found past the stale one.
+	a := startLocalAgent(t, time.Now, time.Hour)
+	h.sockets = append(h.sockets, a.sock)
+	c, err := NewClient(context.Background(), Config{Verifier: newFakeVerifier(), Logger: discardLogger(), hooks: h})
+	require.NoError(t, err)
+	c.Close()
+	s, err := NewServer(context.Background(), ServerConfig{Verifier: newFakeVerifier(), Logger: discardLogger(), hooks: h})
+	require.NoError(t, err)
+	s.Close()
+	assert.Equal(t, int32(2), a.calls.Load())
+}
+
+// An endpoint named explicitly where nothing listens is no agent either;
+// the error also says that the request failed, and names the endpoint.
+func TestDeadExplicitEndpoint(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	deadURL := "http://" + l.Addr().String()
+	require.NoError(t, l.Close())
+	stale := staleSocket(t)
+	env := func(v string) func(string) string {
+		return func(k string) string {
+			if k == "DSTACK_SIMULATOR_ENDPOINT" {
+				return v
+			}
+			return ""
+		}
+	}
+
+	tests := []struct {
+		name     string
+		endpoint string // DstackEndpoint
+		env      string // DSTACK_SIMULATOR_ENDPOINT
+		source   string
+		named    string
+	}{
+		{"configured stale socket", stale, "", "DstackEndpoint", stale},
+		{"configured dead URL", deadURL, "", "DstackEndpoint", deadURL},
+		{"environment stale socket", "", stale, "DSTACK_SIMULATOR_ENDPOINT", stale},
+		{"environment dead URL", "", deadURL, "DSTACK_SIMULATOR_ENDPOINT", deadURL},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			h := noAgentHooks(t)
+			h.getenv = env(tt.env)
+			_, err := NewClient(context.Background(), Config{
+				Verifier: newFakeVerifier(), Logger: discardLogger(), DstackEndpoint: tt.endpoint, hooks: h,
+			})
+			requireErrorIsAll(t, err, ErrMissingDstackSocket, ErrAgent)
+			assert.Contains(t, err.Error(), tt.source)
+			assert.Contains(t, err.Error(), tt.named)
+			for _, s := range allSentinels {
+				if s != ErrMissingDstackSocket && s != ErrAgent {
+					assert.NotErrorIs(t, err, s)
+				}
+			}
+
+			_, err = NewServer(context.Background(), ServerConfig{
+				Verifier: newFakeVerifier(), Logger: discardLogger(), DstackEndpoint: tt.endpoint, hooks: h,
+			})
+			requireErrorIsAll(t, err, ErrMissingDstackSocket, ErrAgent)
+			assert.Contains(t, err.Error(), tt.named)
+		})
+	}
+}
+
 func TestAgentDiscovery(t *testing.T) {
 	t.Parallel()
 	a := startLocalAgent(t, time.Now, time.Hour)

@@ -61,13 +61,20 @@ func newCertSource(ctx context.Context, o certOptions) (*certsource.Source, erro
 	if getenv == nil {
 		getenv = os.Getenv
 	}
-	endpoint, err := agent.Discover(o.endpoint, getenv, sockets)
+	endpoint, err := agent.Discover(ctx, o.endpoint, getenv, sockets)
 	if err != nil {
 		var ne *agent.NoEndpointError
 		if errors.As(err, &ne) {
 			return nil, fmt.Errorf("%w: %s", ErrMissingDstackSocket, ne.Reason)
 		}
 		return nil, fmt.Errorf("%w: %v", ErrMissingDstackSocket, err)
+	}
+	source := "standard socket"
+	switch {
+	case o.endpoint != "":
+		source = "DstackEndpoint"
+	case getenv(agent.EnvSimulatorEndpoint) != "":
+		source = agent.EnvSimulatorEndpoint
 	}
 	client := agent.New(endpoint, agentTimeout, o.log)
 	fetch := func(ctx context.Context) (*tls.Certificate, error) {
@@ -94,6 +101,13 @@ func newCertSource(ctx context.Context, o certOptions) (*certsource.Source, erro
 	if err != nil {
 		if !errors.Is(err, ErrAgent) {
 			err = fmt.Errorf("%w: %w", ErrAgent, err)
+		}
+		// Discovery takes an explicit endpoint as given (there is no other
+		// to try), and a probed socket may die just after its probe:
+		// nothing listening there is as good as no agent, and callers
+		// checking for "not in a CVM" must see it so.
+		if agent.Unreachable(err) {
+			err = fmt.Errorf("%w: %s %q accepts no connections: %w", ErrMissingDstackSocket, source, endpoint, err)
 		}
 		return nil, err
 	}

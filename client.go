@@ -22,9 +22,13 @@ type Client struct {
 }
 
 // NewClient checks cfg, obtains the client certificate (from the guest agent
-// unless cfg.ClientCertificate is set; ErrMissingDstackSocket if none is
-// reachable, before any network I/O), and starts its renewal. ctx bounds
-// the first certificate request only. Call Close to stop the renewal.
+// unless cfg.ClientCertificate is set; ErrMissingDstackSocket if no agent is
+// reachable), and starts its renewal. ctx bounds agent discovery and the
+// first certificate request only. Call Close to stop the renewal.
+//
+// Settings that weaken the attestation checks (a NoopVerifier, an empty
+// MRTD allowlist, AllowDebugMode, AllowSimulator, non-default TCB statuses)
+// are logged as warnings, once per Client.
 func NewClient(ctx context.Context, cfg Config) (*Client, error) {
 	pol, log, now, err := commonSettings(cfg.Policy, "Policy", cfg.Logger, cfg.Now, cfg.CertificateMaxAge)
 	if err != nil {
@@ -54,7 +58,7 @@ func NewClient(ctx context.Context, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	pol.warn(log, "server")
+	warnInsecure(log, pol, verifier, "server")
 	return &Client{
 		pv: newPeerVerifier(verifierOptions{
 			policy:   pol,

@@ -10,8 +10,9 @@ import (
 
 // Sentinel errors, one per stage at which an attested connection can fail.
 // Every attestation, agent or configuration failure the package returns
-// wraps exactly one of them (plus, where there is one, the underlying
-// package's sentinel: ext, dcap, or the Verifier's own error). crypto/tls
+// wraps exactly one of them (an unreachable agent is the exception, see
+// ErrMissingDstackSocket), plus, where there is one, the underlying
+// package's sentinel: ext, dcap, or the Verifier's own error. crypto/tls
 // returns a VerifyConnection error unchanged from Handshake, and drivers that
 // wrap errors with %w (pgx, database/sql, grpc) keep them matchable with
 // errors.Is. Plain network failures and the caller's own context
@@ -52,8 +53,13 @@ var (
 	// the peer's verified identity does not match, or cannot be established
 	// because the event log is missing or does not replay to RTMR3.
 	ErrAppIdentity = errors.New("ratls: app identity not allowed")
-	// ErrMissingDstackSocket: no dstack guest agent endpoint is reachable
-	// (DSTACK_SIMULATOR_ENDPOINT unset and none of the sockets exist).
+	// ErrMissingDstackSocket: no dstack guest agent is reachable: the
+	// endpoint set in DstackEndpoint or DSTACK_SIMULATOR_ENDPOINT does not
+	// exist or refuses connections, or neither is set and none of the
+	// standard sockets accepts connections (a socket file left behind by a
+	// dead agent does not count). When an endpoint exists but refuses the
+	// first certificate request, the error wraps ErrAgent too: the only
+	// case where two of these sentinels match.
 	ErrMissingDstackSocket = errors.New("ratls: no dstack guest agent socket")
 	// ErrAgent: the dstack guest agent failed to issue a certificate (at
 	// NewClient/NewServer, or in a handshake whose certificate has expired

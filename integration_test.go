@@ -2,7 +2,10 @@ package ratls_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/sha512"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
@@ -39,6 +42,7 @@ type attestedServer struct {
 type serverSide struct {
 	err    error
 	report *ratls.Report
+	peer   *x509.Certificate // the client's leaf
 	bytes  int64
 }
 
@@ -63,8 +67,12 @@ func startAttestedServer(t *testing.T, srv *ratls.Server) *attestedServer {
 					return
 				}
 				rep, _ := srv.Report(conn)
+				var peer *x509.Certificate
+				if cs := conn.ConnectionState(); len(cs.PeerCertificates) > 0 {
+					peer = cs.PeerCertificates[0]
+				}
 				n, _ := io.Copy(conn, conn)
-				s.reports <- serverSide{report: rep, bytes: n}
+				s.reports <- serverSide{report: rep, peer: peer, bytes: n}
 			})
 		}
 	})
@@ -227,6 +235,71 @@ func TestSimulatedStackCertificateRenewal(t *testing.T) {
 	_, c2 := dial()
 	assert.Equal(t, c1, c2, "the client certificate does not change while the agent fails")
 	stack.Agent.SetFault(ratlstest.Fault{})
+}
+
+// With short-lived certificates and no CertificateMaxAge, each side renews
+// on its own before expiry (at two thirds of the lifetime), and every
+// handshake keeps succeeding with certificates valid at the time of use.
+// Only "eventually" is timed, with a generous bound.
+func TestSimulatedStackShortLivedCertificates(t *testing.T) {
+	t.Parallel()
+	// 6s: renewal is due 4s after issue, leaving 2s of validity for a
+	// late renewal on a loaded machine before a served certificate could
+	// expire mid-handshake.
+	const validity = 6 * time.Second
+	stack := ratlstest.StartStack(t, ratlstest.StackOptions{
+		Validity: validity,
+		Logger:   slog.New(slog.DiscardHandler),
+	})
+	ctx := context.Background()
+	srv, err := stack.NewServer(ctx)
+	require.NoError(t, err)
+	as := startAttestedServer(t, srv)
+	client, err := stack.NewClient(ctx)
+	require.NoError(t, err)
+
+	// checkUsable asserts leaf was issued by the agent with the stack's
+	// lifetime and had not expired when the handshake using it began.
+	checkUsable := func(who string, leaf *x509.Certificate, start, end time.Time) {
+		t.Helper()
+		require.NotNil(t, leaf, "%s certificate", who)
+		assert.Equal(t, validity, leaf.NotAfter.Sub(leaf.NotBefore), "%s certificate lifetime", who)
+		assert.True(t, leaf.NotAfter.After(start), "%s certificate expired at %s, before the handshake began at %s",
+			who, leaf.NotAfter, start)
+		assert.False(t, leaf.NotBefore.After(end), "%s certificate valid from %s, after the handshake ended at %s",
+			who, leaf.NotBefore, end)
+	}
+
+	serverCerts := map[[32]byte]bool{}
+	clientCerts := map[[32]byte]bool{}
+	deadline := time.Now().Add(30 * time.Second)
+	for dials := 1; len(serverCerts) < 2 || len(clientCerts) < 2; dials++ {
+		require.True(t, time.Now().Before(deadline),
+			"after %d handshakes: %d server and %d client certificates seen, want 2 of each", dials, len(serverCerts), len(clientCerts))
+		start := time.Now()
+		conn, err := client.DialContext(ctx, "tcp", as.addr)
+		require.NoError(t, err, "handshake %d", dials)
+		end := time.Now()
+		echo(t, conn, "x")
+		cs := conn.ConnectionState()
+		require.NotEmpty(t, cs.PeerCertificates)
+		serverLeaf := cs.PeerCertificates[0]
+		rep, ok := client.Report(conn)
+		require.True(t, ok)
+		conn.Close()
+		side := as.next(t)
+		require.NoError(t, side.err, "handshake %d, server side", dials)
+		require.NotNil(t, side.report)
+
+		checkUsable("server", serverLeaf, start, end)
+		checkUsable("client", side.peer, start, end)
+		// The reports are about the certificates used.
+		assert.Equal(t, sha512.Sum512(append([]byte("ratls-cert:"), serverLeaf.RawSubjectPublicKeyInfo...)), rep.ReportData)
+		assert.Equal(t, sha512.Sum512(append([]byte("ratls-cert:"), side.peer.RawSubjectPublicKeyInfo...)), side.report.ReportData)
+		serverCerts[sha256.Sum256(serverLeaf.Raw)] = true
+		clientCerts[sha256.Sum256(side.peer.Raw)] = true
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func TestSimulatedStackAgentFailure(t *testing.T) {

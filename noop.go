@@ -9,7 +9,8 @@ import (
 
 // NoopVerifier accepts every well-formed quote without checking a single
 // signature: anyone can forge a quote that passes it. It exists for tests
-// and for development against simulators.
+// and for development against simulators. A Client or Server using one logs
+// a warning when built, whether it came from NewNoopVerifier or not.
 //
 // The key binding (REPORTDATA against the certificate key) and the Policy's
 // measurement checks still apply. Its verdicts carry no TCB status, so the

@@ -83,10 +83,24 @@ func decodeHexList(list []string, field string, size int) ([][]byte, error) {
 	return out, nil
 }
 
-// warn logs, once, the dangers of the policy. peer is "server" or "client".
+// warnInsecure logs, once per Client or Server, every setting that weakens
+// the checks of its peers ("server" or "client"): the policy's and an
+// unverifying Verifier, however it was built (NewNoopVerifier warns, a
+// composite literal does not).
+func warnInsecure(log *slog.Logger, p *policy, v Verifier, peer string) {
+	if isNoop(v) {
+		log.Warn("ratls: the Verifier is a NoopVerifier: " + peer + " quotes are NOT verified and anyone can forge one; tests and development only")
+	}
+	p.warn(log, peer)
+}
+
+// warn logs the dangers of the policy. peer is "server" or "client".
 func (p *policy) warn(log *slog.Logger, peer string) {
 	if len(p.mrtds) == 0 {
 		log.Warn("ratls: the MRTD allowlist is empty: any " + peer + " TD image is accepted; pin MRTDs (and ComposeHashes) in production")
+	}
+	if p.allowSimulator {
+		log.Warn("ratls: AllowSimulator is on: " + peer + "s whose certificate carries no TDX quote are accepted WITHOUT any attestation; development only")
 	}
 	if p.allowDebug {
 		log.Warn("ratls: AllowDebugMode is on: debug TDs, whose memory the host can read, are accepted as " + peer + "s; never in production")

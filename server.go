@@ -17,16 +17,19 @@ type Server struct {
 
 // NewServer checks cfg, obtains the server certificate (from the guest
 // agent unless cfg.Certificate is set; ErrMissingDstackSocket if none is
-// reachable) and starts its renewal. ctx bounds the first certificate
-// request only. Call Close to stop the renewal.
+// reachable) and starts its renewal. ctx bounds agent discovery and the
+// first certificate request only. Call Close to stop the renewal. Settings
+// that weaken the client checks are logged as warnings, once, as by
+// NewClient.
 func NewServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	pol, log, now, err := commonSettings(cfg.ClientPolicy, "ClientPolicy", cfg.Logger, cfg.Now, cfg.CertificateMaxAge)
 	if err != nil {
 		return nil, err
 	}
 	var pv *peerVerifier
+	var verifier Verifier
 	if !cfg.InsecureSkipClientAttestation {
-		verifier, err := defaultVerifier(cfg.Verifier, cfg.Now, log)
+		verifier, err = defaultVerifier(cfg.Verifier, cfg.Now, log)
 		if err != nil {
 			return nil, err
 		}
@@ -56,7 +59,7 @@ func NewServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	if pv == nil {
 		log.Warn("ratls: InsecureSkipClientAttestation is on: client certificates are required but their attestation is NOT verified; any client with a certificate gets in")
 	} else {
-		pol.warn(log, "client")
+		warnInsecure(log, pol, verifier, "client")
 	}
 	return &Server{pv: pv, certs: certs}, nil
 }

@@ -83,7 +83,9 @@ func (a *Authority) NewVerifier(collateralURL string, opts dcap.Options) (*dcap.
 }
 
 // Quote mints a TDX quote for td carrying reportData, signed by the test
-// Quoting Enclave. Its RTMR3 is the replay of td's runtime events.
+// Quoting Enclave. Its RTMR3 is the replay of td's runtime events. For
+// full control of the quote (TD 1.5 body, every report field) use
+// MintQuote.
 func (a *Authority) Quote(td TD, reportData [64]byte) ([]byte, error) {
 	td = td.withDefaults()
 	if err := td.validate(); err != nil {
@@ -94,42 +96,37 @@ func (a *Authority) Quote(td TD, reportData [64]byte) ([]byte, error) {
 
 // quote mints a quote for td, which has its defaults filled in.
 func (a *Authority) quote(td TD, reportData [64]byte) ([]byte, error) {
-	body := a.pki.DefaultBody()
-	body.MRTD = td.MRTD
-	body.RTMR = td.rtmrs()
-	body.ReportData = reportData
-	if td.Debug {
-		body.TDAttributes[0] |= 0x01 // TDATTRIBUTES.DEBUG
-	}
+	body := a.body(td, reportData)
 	return a.pki.MintQuote(testpki.QuoteOptions{Version: uint16(td.QuoteVersion), BodyType: tdx.BodyTypeTD10, Body: &body})
 }
 
-// CollateralOptions selects the collateral an Authority issues. The zero
-// value is collateral under which the authority's quotes are UpToDate,
-// issued a day before the authority's Now and valid for 30 days.
-type CollateralOptions struct {
-	// TCBStatus is the status of the TCB level the platform matches.
-	// Empty: UpToDate.
-	TCBStatus tdx.TCBStatus
-	// AdvisoryIDs are that level's advisories (for example "INTEL-SA-00837").
-	AdvisoryIDs []string
-	// Expired issues collateral that expired 30 days before Now.
-	Expired bool
-	// LowercaseFMSPC writes the FMSPC in lower case, as some PCCS do.
-	LowercaseFMSPC bool
-	// RevokePCK lists the platform's PCK certificate in the PCK CRL.
-	RevokePCK bool
+// body is the TD report of td (defaults filled in) on this authority's
+// platform.
+func (a *Authority) body(td TD, reportData [64]byte) tdx.TDReport {
+	body := a.pki.DefaultBody()
+	body.MRTD = td.MRTD
+	body.RTMR = td.rtmrs()
+	body.TDAttributes = td.TDAttributes
+	if td.Debug {
+		body.TDAttributes[0] |= 0x01 // TDATTRIBUTES.DEBUG
+	}
+	if td.TEETCBSVN != ([16]byte{}) {
+		body.TEETCBSVN = td.TEETCBSVN
+	}
+	body.ReportData = reportData
+	return body
 }
 
-// Collateral issues collateral for the authority's quotes in the
-// QuoteCollateralV3 interchange format, for
-// dcap.Verifier.VerifyWithCollateral or a PCCS.
-func (a *Authority) Collateral(opts CollateralOptions) (*dcap.Collateral, error) {
-	return a.pki.Collateral(testpki.CollateralOptions{
-		TCBStatus:      opts.TCBStatus,
-		AdvisoryIDs:    opts.AdvisoryIDs,
-		Expired:        opts.Expired,
-		LowercaseFMSPC: opts.LowercaseFMSPC,
-		RevokePCK:      opts.RevokePCK,
-	})
+// DefaultBody returns the TD report that Quote(DefaultTD(), zero
+// REPORTDATA) carries, with TEE_TCB_SVN2 (TD 1.5 only) equal to
+// TEE_TCB_SVN: the values MintQuote uses for zero fields. Its TEE_TCB_SVN
+// is the platform's, MRSIGNERSEAM and SEAMATTRIBUTES are zero (Intel's TDX
+// module), XFAM is 0x602e7, and MRCONFIGID, MROWNER, MROWNERCONFIG and
+// MRSERVICETD are zero.
+func (a *Authority) DefaultBody() tdx.TDReport {
+	return a.body(DefaultTD().withDefaults(), [64]byte{})
 }
+
+// TEETCBSVN is the simulated platform's TDX TCB (TEE_TCB_SVN), which the
+// default collateral rates UpToDate.
+func (a *Authority) TEETCBSVN() [16]byte { return a.pki.TEETCBSVN() }

@@ -6,7 +6,11 @@
 //
 //   - Authority: a test DCAP PKI (root CA, PCK chain, Quoting Enclave) that
 //     mints Intel-format TDX quotes and the collateral to verify them, and
-//     builds dcap verifiers trusting it;
+//     builds dcap verifiers trusting it. Quote mints a quote for a TD;
+//     MintQuote one with any version (4, 5), body (TD 1.0, 1.5) and
+//     report fields; CollateralOptions chooses the TCB levels and their
+//     statuses, the QE and TDX module identities, the dates and the
+//     revoked certificates;
 //   - PCCS: an HTTP server serving that collateral at the Intel PCS v4
 //     paths, with request counters and fault knobs;
 //   - Agent: a dstack guest agent double speaking the real HTTP API

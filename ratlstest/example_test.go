@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"time"
 
 	"github.com/Dstack-TEE/dstack/sdk/go/dstack"
 
 	"github.com/teesql/ratls"
+	"github.com/teesql/ratls/dcap"
 	"github.com/teesql/ratls/ratlstest"
+	"github.com/teesql/ratls/tdx"
 )
 
 // A whole simulated TEE on one machine: a client dials an RA-TLS sidecar in
@@ -113,4 +116,62 @@ func ExampleAgent() {
 	// Output:
 	// chain length: 2
 	// calls: 1
+}
+
+// A quote with chosen contents (version 5, TD 1.5 body, chosen MRTD and
+// REPORTDATA) judged by the real DCAP verifier against collateral rating
+// the platform SWHardeningNeeded, then against collateral whose
+// nextUpdate has passed.
+func ExampleAuthority_MintQuote() {
+	auth, err := ratlstest.NewAuthority(ratlstest.AuthorityOptions{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	quote, err := auth.MintQuote(ratlstest.QuoteOptions{
+		Version:  5,
+		BodyType: tdx.BodyTypeTD15,
+		Body: tdx.TDReport{
+			MRTD:       ratlstest.OtherMRTD(),
+			ReportData: [64]byte{0: 0xca, 1: 0xfe},
+		}, // every other field: DefaultBody's
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	levels := auth.TCBLevels() // the platform's level first
+	levels[0].Status = tdx.TCBSWHardeningNeeded
+	levels[0].AdvisoryIDs = []string{"INTEL-SA-00615"}
+	coll, err := auth.Collateral(ratlstest.CollateralOptions{TCBLevels: levels})
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	// Offline verification: the collateral URL is never contacted.
+	v, err := auth.NewVerifier("http://127.0.0.1:1", dcap.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx := context.Background()
+	verdict, err := v.VerifyWithCollateral(ctx, quote, coll, auth.Now())
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("version:", verdict.Quote.Header.Version, "TD 1.5:", verdict.Quote.BodyType == tdx.BodyTypeTD15)
+	fmt.Println("MRTD as chosen:", verdict.Quote.Body.MRTD == ratlstest.OtherMRTD())
+	fmt.Printf("REPORTDATA: %x...\n", verdict.Quote.Body.ReportData[:2])
+	fmt.Println("TCB status:", verdict.TCBStatus, verdict.AdvisoryIDs)
+
+	stale, err := auth.Collateral(ratlstest.CollateralOptions{NextUpdate: auth.Now().Add(-time.Hour)})
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, err = v.VerifyWithCollateral(ctx, quote, stale, auth.Now())
+	fmt.Println("stale collateral refused:", errors.Is(err, dcap.ErrCollateralExpired))
+	// Output:
+	// version: 5 TD 1.5: true
+	// MRTD as chosen: true
+	// REPORTDATA: cafe...
+	// TCB status: SWHardeningNeeded [INTEL-SA-00615]
+	// stale collateral refused: true
 }

@@ -12,12 +12,29 @@ import (
 
 // TD describes a simulated trust domain: the measurements its quotes carry
 // and the app identity its event log declares. Zero fields take the values
-// of DefaultTD, so TD{Debug: true} is the default TD in debug mode.
+// of DefaultTD, so TD{Debug: true} is the default TD in debug mode. For a
+// quote whose every field is chosen (zero values included, TD 1.5 bodies),
+// use Authority.MintQuote.
 type TD struct {
 	// MRTD is the TD measurement (the same for every app on one OS image).
 	MRTD [48]byte
-	// Debug sets TDATTRIBUTES.DEBUG. Verifiers must reject a debug TD.
+	// RTMR holds RTMR0-2, the boot measurements (firmware, kernel, kernel
+	// command line). A zero entry is derived from OSImageHash, since one
+	// OS image measures the same boot chain. RTMR3 is not settable: it is
+	// always the replay of the runtime events below, as in dstack.
+	RTMR [3][48]byte
+	// TDAttributes are the TD attributes. Zero: SEPT_VE_DISABLE only (bit
+	// 28), as dstack launches TDs.
+	TDAttributes [8]byte
+	// Debug sets TDATTRIBUTES.DEBUG (bit 0) on top of TDAttributes.
+	// Verifiers must reject a debug TD.
 	Debug bool
+	// TEETCBSVN is the TDX TCB of the platform as the quote reports it
+	// (byte 0: TDX module SVN, byte 1: module major version, then other
+	// TDX components). Zero: the authority's platform TCB, which its
+	// default collateral rates UpToDate; a lower value matches a lower
+	// TCB level (OutOfDate by default).
+	TEETCBSVN [16]byte
 	// QuoteVersion is 4 or 5 (TD 1.0 body).
 	QuoteVersion int
 	// AppID, ComposeHash, InstanceID and OSImageHash are the payloads of the
@@ -31,15 +48,34 @@ type TD struct {
 // DefaultTD returns the TD that agents simulate unless told otherwise. Its
 // measurements are fixed (SHA-384 or SHA-512 of labels), so tests can pin
 // them in a Policy: see MRTDHex and ComposeHashHex.
+// TEETCBSVN is left zero: it depends on the Authority.
 func DefaultTD() TD {
-	return TD{
+	td := TD{
 		MRTD:         label48("ratlstest MRTD"),
+		TDAttributes: defaultTDAttributes,
 		QuoteVersion: 4,
 		AppID:        [20]byte(label("ratlstest app-id")),
 		ComposeHash:  [32]byte(label("ratlstest compose-hash")),
 		InstanceID:   [20]byte(label("ratlstest instance-id")),
 		OSImageHash:  [32]byte(label("ratlstest os-image-hash")),
 	}
+	td.RTMR = bootRTMRs(td.OSImageHash)
+	return td
+}
+
+// defaultTDAttributes has only SEPT_VE_DISABLE (bit 28) set, as dstack's
+// TDs: not debug.
+var defaultTDAttributes = [8]byte{3: 0x10}
+
+// bootRTMRs derives RTMR0-2 from the OS image: a real event log of the
+// boot chain is not simulated (the stripped certificate log cannot replay
+// them anyway), so fixed labels stand in for it.
+func bootRTMRs(osImageHash [32]byte) [3][48]byte {
+	var r [3][48]byte
+	for i := range r {
+		r[i] = label48(fmt.Sprintf("ratlstest RTMR%d %x", i, osImageHash))
+	}
+	return r
 }
 
 // OtherMRTD is an MRTD that differs from DefaultTD's, for tests that need a
@@ -74,6 +110,16 @@ func (td TD) withDefaults() TD {
 	}
 	if td.OSImageHash == ([32]byte{}) {
 		td.OSImageHash = d.OSImageHash
+	}
+	if td.TDAttributes == ([8]byte{}) {
+		td.TDAttributes = d.TDAttributes
+	}
+	// Derived from this TD's image, not DefaultTD's.
+	boot := bootRTMRs(td.OSImageHash)
+	for i := range td.RTMR {
+		if td.RTMR[i] == ([48]byte{}) {
+			td.RTMR[i] = boot[i]
+		}
 	}
 	return td
 }
@@ -147,15 +193,12 @@ func (td TD) runtimeEvents() []runtimeEvent {
 	}
 }
 
-// rtmrs returns the RTMRs td's quotes carry. RTMR3 is the replay of the
-// runtime events, computed here independently of package ext so that the
-// simulator checks ext rather than mirroring it. RTMR0-2 are fixed values
-// derived from the OS image: the stripped log cannot replay them anyway.
+// rtmrs returns the RTMRs the quotes of td (defaults filled in) carry.
+// RTMR3 is the replay of the runtime events, computed here independently
+// of package ext so that the simulator checks ext rather than mirroring it.
 func (td TD) rtmrs() [4][48]byte {
 	var r [4][48]byte
-	for i := range 3 {
-		r[i] = label48(fmt.Sprintf("ratlstest RTMR%d %x", i, td.OSImageHash))
-	}
+	copy(r[:3], td.RTMR[:])
 	for _, ev := range td.runtimeEvents() {
 		r[3] = extend(r[3], runtimeDigest(ev.name, ev.payload))
 	}

@@ -1,11 +1,13 @@
 package ratlstest
 
 import (
+	"context"
 	"encoding/hex"
 	"encoding/json"
 	"os"
 	"testing"
 
+	"github.com/Dstack-TEE/dstack/sdk/go/dstack"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -71,4 +73,54 @@ func TestTDDefaultsAndEvents(t *testing.T) {
 	assert.NotEqual(t, rt[3], other.rtmrs()[3], "the compose hash must be measured")
 
 	require.Error(t, TD{QuoteVersion: 3}.withDefaults().validate())
+
+	// RTMR0-2 and attributes: DefaultTD spells out the defaults, and the
+	// boot RTMRs follow the OS image unless chosen.
+	assert.Equal(t, d, TD{}.withDefaults())
+	assert.Equal(t, d.TDAttributes, td.TDAttributes)
+	img := TD{OSImageHash: [32]byte{0x1a}}.withDefaults()
+	for i := range 3 {
+		assert.NotEqual(t, d.RTMR[i], img.RTMR[i], "RTMR%d must follow the OS image", i)
+	}
+	chosen := TD{OSImageHash: [32]byte{0x1a}, RTMR: [3][48]byte{1: {0xb1}}}.withDefaults()
+	assert.Equal(t, [48]byte{0xb1}, chosen.RTMR[1])
+	assert.Equal(t, img.RTMR[0], chosen.RTMR[0])
+	assert.Equal(t, img.RTMR[2], chosen.RTMR[2])
+}
+
+// The TD's measurement knobs reach the quote and are judged by the real
+// DCAP verifier: a lower TDX module SVN rates the TD OutOfDate.
+func TestTDMeasurementKnobs(t *testing.T) {
+	t.Parallel()
+	auth := newAuthority(t)
+	svn := auth.TEETCBSVN()
+	svn[0]--
+	td := TD{
+		RTMR:         [3][48]byte{1: {0xb1}},
+		TDAttributes: [8]byte{3: 0x10, 7: 0x40},
+		Debug:        true,
+		TEETCBSVN:    svn,
+	}
+	q, err := auth.Quote(td, [64]byte{0x0d})
+	require.NoError(t, err)
+	verdict, err := verifyOffline(t, auth, q, CollateralOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, tdx.TCBOutOfDate, verdict.TCBStatus)
+	body := verdict.Quote.Body
+	full := td.withDefaults()
+	assert.Equal(t, [48]byte{0xb1}, body.RTMR[1])
+	assert.Equal(t, DefaultTD().RTMR[0], body.RTMR[0])
+	assert.Equal(t, full.rtmrs()[3], body.RTMR[3])
+	assert.Equal(t, [8]byte{0x01, 3: 0x10, 7: 0x40}, body.TDAttributes)
+	assert.True(t, body.Debug())
+	assert.Equal(t, svn, body.TEETCBSVN)
+
+	// The agent serves the same measurements.
+	ag := newAgent(t, auth, AgentOptions{TD: td})
+	info, err := dstack.NewDstackClient(dstack.WithEndpoint(ag.SocketPath())).Info(context.Background())
+	require.NoError(t, err)
+	tcb, err := info.DecodeTcbInfo()
+	require.NoError(t, err)
+	assert.Equal(t, hex.EncodeToString(body.RTMR[1][:]), tcb.Rtmr1)
+	assert.Equal(t, hex.EncodeToString(body.RTMR[0][:]), tcb.Rtmr0)
 }

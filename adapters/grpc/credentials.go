@@ -13,6 +13,27 @@
 // is made; gRPC keeps connections open for long, so use
 // keepalive.ServerParameters.MaxConnectionAge on servers to have clients
 // re-attested periodically.
+//
+// # Errors
+//
+// ClientHandshake and ServerHandshake return the ratls error itself, so
+// errors.Is(err, ratls.ErrMRTDNotAllowed) and the other sentinels hold on
+// it. An RPC's error does not carry it: grpc-go ends an RPC whose connection
+// failed its handshake with a status error, codes.Unavailable (or
+// codes.DeadlineExceeded for a wait-for-ready RPC whose deadline passed),
+// made from the handshake error's text alone. errors.Is on an RPC error can
+// therefore never match a ratls sentinel, and matching its message text
+// would depend on grpc-go's wording; this package offers no such guess.
+// Dialing through grpc.WithContextDialer and ratls.Client.DialContext is no
+// way round it either: with these credentials gRPC would run a second TLS
+// handshake inside the first, and without them it would treat the
+// connection as insecure, and its dial errors are flattened the same way.
+//
+// To learn why a server is refused, repeat the handshake outside gRPC:
+// ratls.Client.DialContext to the same address (or these credentials'
+// ClientHandshake on a net.Conn) returns the error with its sentinel; see
+// the attestation failure example. A refused server never receives a byte
+// of HTTP/2, either way.
 package ratlsgrpc
 
 import (
@@ -22,6 +43,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -204,13 +226,32 @@ func authInfo(cs tls.ConnectionState, report *ratls.Report) AuthInfo {
 	}
 }
 
-// Info describes the credentials. ServerName is the OverrideServerName value.
+// Info describes the credentials. SecurityVersion is the lowest TLS version
+// they accept ("1.2": handshakes negotiate 1.3 whenever the peer offers
+// it); the version of a connection is AuthInfo.State.Version. ServerName is
+// the OverrideServerName value.
 func (c *creds) Info() credentials.ProtocolInfo {
 	return credentials.ProtocolInfo{
 		SecurityProtocol: "tls",
-		SecurityVersion:  "1.3",
+		SecurityVersion:  c.minVersion(),
 		ServerName:       c.serverName,
 	}
+}
+
+// minVersion reads the lowest accepted version from the ratls side's own
+// configuration, so that Info cannot claim more than handshakes enforce.
+func (c *creds) minVersion() string {
+	var v uint16
+	switch {
+	case c.client != nil:
+		v = c.client.TLSConfig("").MinVersion
+	case c.server != nil:
+		v = c.server.TLSConfig().MinVersion
+	}
+	if v == 0 {
+		v = tls.VersionTLS12 // crypto/tls's default minimum
+	}
+	return strings.TrimPrefix(tls.VersionName(v), "TLS ")
 }
 
 // Clone returns an independent copy; the ratls client or server is shared.
@@ -242,4 +283,5 @@ type syscallConn struct {
 	sc syscall.Conn
 }
 
+// SyscallConn returns the raw connection's syscall.RawConn.
 func (c *syscallConn) SyscallConn() (syscall.RawConn, error) { return c.sc.SyscallConn() }

@@ -2,6 +2,7 @@ package ratlsgrpc_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -77,4 +78,44 @@ func Example() {
 	}
 	fmt.Println(resp.Status)
 	// Output: SERVING
+}
+
+// Why was a server refused? The RPC's status error only carries text;
+// the same handshake made outside gRPC returns the ratls sentinel.
+func Example_attestationFailure() {
+	st, err := ratlstest.NewStack(ratlstest.StackOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	// A genuine TD running an image the client's policy does not allow.
+	adv, err := st.NewAdversary(ratlstest.WrongMRTD)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer adv.Close()
+
+	client, err := ratls.NewClient(ctx, st.Config)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer client.Close()
+	cc, err := grpc.NewClient(adv.Addr(), grpc.WithTransportCredentials(ratlsgrpc.NewClientCredentials(client)))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cc.Close()
+
+	_, err = healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
+	fmt.Println("RPC:", status.Code(err), errors.Is(err, ratls.ErrMRTDNotAllowed))
+
+	conn, err := client.DialContext(ctx, "tcp", adv.Addr())
+	if err == nil {
+		conn.Close()
+	}
+	fmt.Println("handshake:", errors.Is(err, ratls.ErrMRTDNotAllowed))
+	// Output:
+	// RPC: Unavailable false
+	// handshake: true
 }

@@ -315,6 +315,50 @@ func TestCloneAndOverrideServerName(t *testing.T) {
 	}
 }
 
+// Info reports the lowest TLS version the handshakes accept, read from the
+// ratls side's configuration: never more than is enforced.
+func TestInfoSecurityVersion(t *testing.T) {
+	t.Parallel()
+	st, client := pgtest.Stack(t)
+	srv, err := st.NewServer(testCtx(t))
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		creds credentials.TransportCredentials
+		cfg   *tls.Config
+	}{
+		{ratlsgrpc.NewClientCredentials(client), client.TLSConfig("x")},
+		{ratlsgrpc.NewServerCredentials(srv), srv.TLSConfig()},
+	} {
+		info := tc.creds.Info()
+		assert.Equal(t, "tls", info.SecurityProtocol)
+		require.NotZero(t, tc.cfg.MinVersion)
+		assert.Equal(t, "TLS "+info.SecurityVersion, tls.VersionName(tc.cfg.MinVersion))
+	}
+}
+
+// At the RPC level the ratls sentinel is gone (grpc-go keeps only the
+// handshake error's text); a handshake outside gRPC, as the package doc
+// advises, gets it back.
+func TestRPCErrorLosesSentinelHandshakeKeepsIt(t *testing.T) {
+	t.Parallel()
+	st, client := pgtest.Stack(t)
+	adv := pgtest.Adversary(t, st, ratlstest.WrongMRTD)
+	ctx := testCtx(t)
+
+	_, err := dial(t, adv.Addr(), ratlsgrpc.NewClientCredentials(client)).Check(ctx, &healthpb.HealthCheckRequest{})
+	require.Error(t, err)
+	assert.Equal(t, codes.Unavailable, status.Code(err))
+	assert.NotErrorIs(t, err, ratls.ErrMRTDNotAllowed, "if grpc-go now keeps the chain, update the package doc")
+
+	conn, err := client.DialContext(ctx, "tcp", adv.Addr())
+	if conn != nil {
+		conn.Close()
+	}
+	require.ErrorIs(t, err, ratls.ErrMRTDNotAllowed)
+	require.NoError(t, adv.Close())
+	assert.Zero(t, adv.BytesReceived())
+}
+
 func TestWrongSide(t *testing.T) {
 	t.Parallel()
 	st, client := pgtest.Stack(t)

@@ -23,6 +23,8 @@ const (
 // subcommands in process with a private environment.
 type cli struct {
 	stdout, stderr io.Writer
+	// name prefixes messages: "ratls" or "ratls SUBCOMMAND".
+	name string
 	// getenv reads the environment (os.Getenv outside tests).
 	getenv func(string) string
 	// listening, if set, is told the address each listener of a
@@ -57,11 +59,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 func (c *cli) main(ctx context.Context, args []string) (code int) {
-	name := "ratls"
+	c.name = "ratls"
 	defer func() {
 		// A bug must still end in a one-line error, never a stack trace.
 		if r := recover(); r != nil {
-			fmt.Fprintf(c.stderr, "%s: internal error: %v\n", name, r)
+			fmt.Fprintf(c.stderr, "%s: internal error: %v\n", c.name, r)
 			code = exitFail
 		}
 	}()
@@ -81,7 +83,7 @@ func (c *cli) main(ctx context.Context, args []string) (code int) {
 		if cmd.name != args[0] {
 			continue
 		}
-		name = "ratls " + cmd.name
+		c.name = "ratls " + cmd.name
 		err := cmd.run(c, ctx, args[1:])
 		switch {
 		case err == nil:
@@ -89,12 +91,12 @@ func (c *cli) main(ctx context.Context, args []string) (code int) {
 		case errors.Is(err, flag.ErrHelp):
 			return exitOK
 		case errors.As(err, new(usageError)):
-			fmt.Fprintf(c.stderr, "%s: %v\nRun 'ratls %s --help' for usage.\n", name, err, cmd.name)
+			fmt.Fprintf(c.stderr, "%s: %v\nRun 'ratls %s --help' for usage.\n", c.name, err, cmd.name)
 			return exitUsage
 		case errors.Is(err, errReported):
 			return exitFail
 		default:
-			fmt.Fprintf(c.stderr, "%s: %s\n", name, oneLine(err.Error()))
+			fmt.Fprintf(c.stderr, "%s: %s\n", c.name, oneLine(err.Error()))
 			return exitFail
 		}
 	}

@@ -175,6 +175,21 @@ func TestHelp(t *testing.T) {
 	}
 }
 
+// RATLS_TRUSTED_ROOT, which `. sim.env` leaves in a shell, is never a
+// default of --trusted-root; the help says how to pass it. The harmless
+// defaults from the environment remain.
+func TestTrustedRootNotFromEnvironment(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{envTrustedRoot: "/tmp/sim/root.pem", envPCCS: "http://127.0.0.1:9/pccs"}
+	for _, name := range []string{"inspect", "verify-quote", "proxy", "sidecar"} {
+		r := runCmd(t, env, name, "--help")
+		require.Equal(t, exitOK, r.code, r.stderr)
+		assert.NotContains(t, r.stdout, env[envTrustedRoot], name)
+		assert.Contains(t, r.stdout, `--trusted-root "$RATLS_TRUSTED_ROOT"`, name)
+		assert.Contains(t, r.stdout, `(default "`+env[envPCCS]+`")`, name)
+	}
+}
+
 func TestBadFlag(t *testing.T) {
 	t.Parallel()
 	for _, cmd := range commands() {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -65,7 +66,9 @@ func (c *cli) demo(ctx context.Context, args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	d := &demo{w: c.stdout, dbURL: *dbURL}
+	d := &demo{w: c.stdout, dbURL: *dbURL, trusting: func(root *x509.Certificate) {
+		c.warnNonIntelRoot(root, "the simulated TEE of this demo")
+	}}
 	return d.run(ctx)
 }
 
@@ -73,6 +76,8 @@ type demo struct {
 	w     io.Writer
 	dbURL string
 	step  int
+	// trusting announces the root the demo's clients and servers trust.
+	trusting func(root *x509.Certificate)
 }
 
 func (d *demo) printf(format string, a ...any) { fmt.Fprintf(d.w, format, a...) }
@@ -97,6 +102,7 @@ because the demo tells it to. A real client trusts Intel's root and nothing else
 		return err
 	}
 	defer stack.Close()
+	d.trusting(stack.Authority.Root())
 	td := stack.Agent.TD()
 	d.item("test DCAP root", stack.Authority.Root().Subject.CommonName)
 	d.item("PCCS double", stack.PCCS.URL()+" (FMSPC "+stack.Authority.FMSPC()+")")

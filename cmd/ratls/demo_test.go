@@ -24,6 +24,7 @@ func TestDemo(t *testing.T) {
 	require.Equal(t, exitOK, r.code, "stdout:\n%s\nstderr:\n%s", r.stdout, r.stderr)
 	out := r.stdout
 	assert.True(t, strings.HasPrefix(out, "ratls demo: SIMULATED TEE"), out)
+	assertRootBanner(t, r.stderr, "NOT INTEL", "simulated TEE")
 	for _, want := range []string{"UpToDate", "key binding", "compose hash", "FMSPC", "refused", "quote does not bind the certificate key", "bytes it received      0"} {
 		assert.Contains(t, out, want)
 	}

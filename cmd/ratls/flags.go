@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
@@ -16,8 +18,12 @@ import (
 	"github.com/teesql/ratls/tdx"
 )
 
-// Environment variables read by the flags' defaults; `ratls simulator`
-// prints them.
+// Environment variables that `ratls simulator` prints. The first two are
+// defaults of --dstack-endpoint and --pccs: neither can make anything
+// trusted by itself. envTrustedRoot is deliberately NOT a default of
+// --trusted-root: a value left in a shell by `. sim.env` would silently make
+// a production proxy trust the test root. It must be passed explicitly:
+// --trusted-root "$RATLS_TRUSTED_ROOT".
 const (
 	envAgent       = "DSTACK_SIMULATOR_ENDPOINT"
 	envPCCS        = "RATLS_PCCS_URL"
@@ -54,7 +60,7 @@ func (p *policyFlags) register(fs *flagSet, getenv func(string) string) {
 	fs.BoolVar(&p.allowDebug, "allow-debug", false, "accept debug TDs (DANGER: their memory is open to the host)")
 	fs.BoolVar(&p.allowSimulator, "allow-simulator", false, "accept a certificate carrying no quote, unverified (DANGER: development only)")
 	fs.StringVar(&p.pccs, "pccs", getenv(envPCCS), "collateral source `URL` (Intel PCS or a PCCS); default $"+envPCCS+", else "+dcap.IntelPCS)
-	fs.StringVar(&p.trustedRoot, "trusted-root", getenv(envTrustedRoot), "`PEM` file of the root CA quotes must chain to, replacing Intel's (DANGER: tests only); default $"+envTrustedRoot)
+	fs.StringVar(&p.trustedRoot, "trusted-root", "", "`PEM` file of the root CA quotes must chain to, replacing Intel's (DANGER: tests only; announced on stderr). Never read from $"+envTrustedRoot+": for the simulator's, pass --trusted-root \"$"+envTrustedRoot+"\"")
 }
 
 // policy checks the flags and returns the ratls.Policy they describe.
@@ -80,17 +86,32 @@ func (p *policyFlags) policy() (ratls.Policy, error) {
 	return pol, nil
 }
 
-// verifier returns the DCAP verifier the flags describe.
-func (p *policyFlags) verifier(now func() time.Time, logger *slog.Logger) (*dcap.Verifier, error) {
+// verifier returns the DCAP verifier the flags describe. A root other than
+// Intel's is announced with a one-line banner on stderr, whatever the log
+// level: everything the verifier accepts then proves nothing about real TDX
+// hardware.
+func (c *cli) verifier(p *policyFlags, now func() time.Time, logger *slog.Logger) (*dcap.Verifier, error) {
 	opts := dcap.Options{CollateralURL: p.pccs, Now: now, Logger: logger}
 	if p.trustedRoot != "" {
 		root, err := loadCertificate(p.trustedRoot)
 		if err != nil {
 			return nil, fmt.Errorf("--trusted-root: %w", err)
 		}
+		c.warnNonIntelRoot(root, p.trustedRoot)
 		opts.TrustedRoot = root
 	}
 	return dcap.New(opts)
+}
+
+// warnNonIntelRoot prints the banner for a trusted root that is not Intel's
+// SGX Root CA; from is where it came from.
+func (c *cli) warnNonIntelRoot(root *x509.Certificate, from string) {
+	sum := sha256.Sum256(root.Raw)
+	if hex.EncodeToString(sum[:]) == dcap.IntelRootCASHA256 {
+		return
+	}
+	fmt.Fprintf(c.stderr, "%s: WARNING: NOT INTEL'S ROOT: quotes are verified against %q (SHA-256 %x, %s); nothing it accepts proves a real TDX machine\n",
+		c.name, root.Subject.CommonName, sum, oneLine(from))
 }
 
 var tcbStatuses = []tdx.TCBStatus{
@@ -163,19 +184,21 @@ func (f *clientCertFlags) certificate() (*tls.Certificate, error) {
 	return &cert, nil
 }
 
-// loadCertificates reads certificates from a DER file (one certificate) or
-// a PEM file (every CERTIFICATE block, in order).
+// loadCertificates reads certificates from a PEM file (every CERTIFICATE
+// block, in order) or a DER file (one certificate). A file is read as PEM
+// only when it starts, after whitespace, with "-----BEGIN": other files are
+// never scanned for PEM text, which they may merely embed (a TDX quote
+// carries its PCK chain as PEM, and would show Intel's PCK Platform CA as
+// "the certificate").
 func loadCertificates(path string) ([]*x509.Certificate, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	// DER first: an RA-TLS certificate's quote embeds the PCK chain as PEM
-	// text, which a PEM scan of DER bytes would find.
-	if len(b) > 0 && b[0] == 0x30 {
+	if !bytes.HasPrefix(bytes.TrimLeft(b, " \t\r\n"), []byte("-----BEGIN")) {
 		cert, err := x509.ParseCertificate(b)
 		if err != nil {
-			return nil, fmt.Errorf("%s: not a DER certificate: %w", path, err)
+			return nil, fmt.Errorf("%s: not a PEM or DER certificate (PEM must start with -----BEGIN; as DER: %v)", path, err)
 		}
 		return []*x509.Certificate{cert}, nil
 	}
@@ -196,7 +219,7 @@ func loadCertificates(path string) ([]*x509.Certificate, error) {
 		certs = append(certs, cert)
 	}
 	if len(certs) == 0 {
-		return nil, fmt.Errorf("%s: neither a DER certificate nor PEM with a CERTIFICATE block", path)
+		return nil, fmt.Errorf("%s: PEM with no CERTIFICATE block", path)
 	}
 	return certs, nil
 }

@@ -233,6 +233,41 @@ func TestInspectUsage(t *testing.T) {
 	assert.Equal(t, 1, strings.Count(r.stderr, "\n"), r.stderr)
 }
 
+// --cert reads PEM only from a file that starts with it, else one DER
+// certificate: files that merely embed PEM (a quote carries its PCK chain
+// as PEM text) are refused, not shown as "the certificate".
+func TestInspectNotACertificate(t *testing.T) {
+	t.Parallel()
+	cert, err := throwawayCertificate()
+	require.NoError(t, err)
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]})
+	dir := t.TempDir()
+	embedded := filepath.Join(dir, "notes.txt")
+	require.NoError(t, os.WriteFile(embedded, append([]byte("the server's certificate:\n"), certPEM...), 0o600))
+
+	for _, p := range []string{testdata("dstack", "attestation.bin"), testdata("dcap-qvl", "tdx_quote"), embedded} {
+		b, err := os.ReadFile(p)
+		require.NoError(t, err)
+		require.Contains(t, string(b), "-----BEGIN CERTIFICATE-----", "%s must embed PEM for this test to mean anything", p)
+		for _, args := range [][]string{{"inspect", "--cert", p}, {"inspect", "--json", "--cert", p}} {
+			r := runCmd(t, nil, args...)
+			assert.Equal(t, exitFail, r.code, args)
+			assert.Empty(t, r.stdout, args)
+			assert.Contains(t, r.stderr, p+": not a PEM or DER certificate", args)
+			assert.Equal(t, 1, strings.Count(r.stderr, "\n"), r.stderr)
+		}
+	}
+
+	// PEM after leading whitespace is read (the certificate carries no
+	// quote, hence exit 1, but it is the one shown).
+	indented := filepath.Join(dir, "indented.pem")
+	require.NoError(t, os.WriteFile(indented, append([]byte("\n \t\r\n"), certPEM...), 0o600))
+	r := runCmd(t, nil, "inspect", "--json", "--cert", indented)
+	assert.Equal(t, exitFail, r.code)
+	assert.Equal(t, "CN=ratls inspect", decodeJSON(t, r.stdout)["subject"])
+	assert.Contains(t, r.stderr, "no TDX quote")
+}
+
 // tlsServer serves cert and records whether anything arrived after the
 // handshake and whether the client presented a certificate.
 type tlsServer struct {

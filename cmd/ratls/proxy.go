@@ -70,7 +70,7 @@ func (c *cli) proxy(ctx context.Context, args []string) error {
 		return err
 	}
 	logger := c.logger().With("cmd", "proxy")
-	v, err := pf.verifier(nil, logger)
+	v, err := c.verifier(&pf, nil, logger)
 	if err != nil {
 		return err
 	}

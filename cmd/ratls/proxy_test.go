@@ -69,7 +69,7 @@ func TestProxyEchoClientCertFiles(t *testing.T) {
 	keyFile := writePEMFile(t, "PRIVATE KEY", keyDER)
 
 	// No agent in the environment: the files are the only certificate.
-	env := map[string]string{envPCCS: s.PCCS.URL(), envTrustedRoot: s.root}
+	env := map[string]string{envPCCS: s.PCCS.URL()}
 	px := startCmd(t, env, append([]string{"proxy", "--listen", "127.0.0.1:0", "--upstream", sc.Addr(),
 		"--client-cert", certFile, "--client-key", keyFile}, s.pins()...)...)
 	addr := px.addr(t)

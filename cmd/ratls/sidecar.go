@@ -63,7 +63,7 @@ func (c *cli) sidecar(ctx context.Context, args []string) error {
 		return usagef("--log-level %q: want debug, info, warn or error", *logLevel)
 	}
 	logger := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: level})).With("cmd", "sidecar")
-	v, err := pf.verifier(nil, logger)
+	v, err := c.verifier(&pf, nil, logger)
 	if err != nil {
 		return err
 	}

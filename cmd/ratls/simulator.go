@@ -25,13 +25,16 @@ ratls at it:
                              'ratls proxy', 'ratls sidecar' and any ratls
                              client or server)
   RATLS_PCCS_URL             the PCCS double's URL (default of --pccs)
-  RATLS_TRUSTED_ROOT         the test root CA's PEM file (default of
-                             --trusted-root), removed on exit
+  RATLS_TRUSTED_ROOT         the test root CA's PEM file, removed on exit.
+                             No command reads it by itself: trusting it
+                             takes --trusted-root "$RATLS_TRUSTED_ROOT"
 
 Export them in another shell (with --env-file FILE: set -a; . FILE; set +a),
 then for example:
-  ratls sidecar --listen 127.0.0.1:5433 --upstream 127.0.0.1:5432 &
-  ratls proxy --listen 127.0.0.1:15432 --upstream 127.0.0.1:5433 &
+  ratls sidecar --listen 127.0.0.1:5433 --upstream 127.0.0.1:5432 \
+      --trusted-root "$RATLS_TRUSTED_ROOT" &
+  ratls proxy --listen 127.0.0.1:15432 --upstream 127.0.0.1:5433 \
+      --trusted-root "$RATLS_TRUSTED_ROOT" &
   psql "host=127.0.0.1 port=15432 user=postgres sslmode=disable"
 
 The simulated TD's MRTD and compose hash are printed on stderr, to pin them
@@ -105,11 +108,12 @@ func (c *cli) simulator(ctx context.Context, args []string) error {
 	fmt.Fprintf(c.stderr, `ratls simulator: SIMULATED TEE (no TDX hardware; quotes chain to a test root made for this run)
   simulated TD: MRTD %s
                 compose hash %s, app id %s, debug %v
+  trust it: --trusted-root "$%s" (never implied by the environment)
   pin it: --mrtd %s --compose-hash %s
   agent socket: %s
 Interrupt (Ctrl-C) to stop.
 `, td.MRTDHex(), td.ComposeHashHex(), td.AppIDHex(), td.Debug,
-		td.MRTDHex(), td.ComposeHashHex(), agent.SocketPath())
+		envTrustedRoot, td.MRTDHex(), td.ComposeHashHex(), agent.SocketPath())
 	if _, err := fmt.Fprint(c.stdout, env); err != nil {
 		return err
 	}

@@ -48,9 +48,10 @@ func TestSimulator(t *testing.T) {
 	assert.Contains(t, sim.stderr.String(), "SIMULATED TEE")
 	assert.Contains(t, sim.stderr.String(), "--mrtd "+td.MRTDHex())
 
-	// sidecar and proxy, configured by the environment alone.
+	// sidecar and proxy, configured by the environment plus the test root,
+	// which only --trusted-root makes trusted.
 	up := startCountingUpstream(t)
-	pins := []string{"--mrtd", td.MRTDHex(), "--compose-hash", td.ComposeHashHex()}
+	pins := []string{"--trusted-root", env[envTrustedRoot], "--mrtd", td.MRTDHex(), "--compose-hash", td.ComposeHashHex()}
 	sc := startCmd(t, env, append([]string{"sidecar", "--listen", "127.0.0.1:0", "--upstream", up.addr()}, pins...)...)
 	scAddr := sc.addr(t)
 	px := startCmd(t, env, append([]string{"proxy", "--listen", "127.0.0.1:0", "--upstream", scAddr}, pins...)...)
@@ -59,6 +60,23 @@ func TestSimulator(t *testing.T) {
 	echo(t, c, "through both")
 	c.Close()
 	assert.Contains(t, px.stderr.String(), "mrtd="+td.MRTDHex())
+	assertRootBanner(t, px.stderr.String(), "", env[envTrustedRoot])
+	assertRootBanner(t, sc.stderr.String(), "", env[envTrustedRoot])
+
+	// The environment alone, as left in a shell by `. sim.env`, does not
+	// make a proxy trust the test root: it refuses the sidecar.
+	strict := startCmd(t, env, "proxy", "--listen", "127.0.0.1:0", "--upstream", scAddr, "--mrtd", td.MRTDHex())
+	c, err = net.Dial("tcp", strict.addr(t))
+	require.NoError(t, err)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(20*time.Second)))
+	_, err = c.Read(make([]byte, 1))
+	assert.Error(t, err)
+	c.Close()
+	require.Eventually(t, func() bool { return strings.Contains(strict.stderr.String(), "quote verification failed") },
+		10*time.Second, 10*time.Millisecond, strict.stderr.String())
+	assert.NotContains(t, strict.stderr.String(), "NOT INTEL'S ROOT")
+	assert.NotContains(t, strict.stderr.String(), "upstream attested")
+	assert.Equal(t, exitOK, strict.stop(t))
 
 	r := runCmd(t, env, append([]string{"inspect", "--verify", "--json", scAddr}, pins...)...)
 	require.Equal(t, exitOK, r.code, r.stderr)
@@ -86,7 +104,7 @@ func TestSimulatorDebugTD(t *testing.T) {
 		flags []string
 		ok    bool
 	}{{nil, false}, {[]string{"--allow-debug"}, true}} {
-		px := startCmd(t, env, append([]string{"proxy", "--listen", "127.0.0.1:0", "--upstream", scAddr}, tc.flags...)...)
+		px := startCmd(t, env, append([]string{"proxy", "--listen", "127.0.0.1:0", "--upstream", scAddr, "--trusted-root", env[envTrustedRoot]}, tc.flags...)...)
 		c, err := net.Dial("tcp", px.addr(t))
 		require.NoError(t, err)
 		if tc.ok {

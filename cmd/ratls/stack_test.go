@@ -21,7 +21,8 @@ import (
 )
 
 // testStack is a simulated TEE stack plus what the CLI needs to use it:
-// the environment `ratls simulator` would print.
+// the environment `ratls simulator` would print, and its test root, which
+// only --trusted-root (trust()) makes the CLI trust.
 type testStack struct {
 	*ratlstest.Stack
 	root string            // the test root's PEM file
@@ -46,9 +47,13 @@ func startStack(t *testing.T) *testStack {
 	}
 }
 
-// pins are the policy flags that accept exactly the stack's TD.
+// trust is the flag that makes a command trust the stack's test root.
+func (s *testStack) trust() []string { return []string{"--trusted-root", s.root} }
+
+// pins are the flags that accept exactly the stack's TD: its root, MRTD,
+// compose hash and app id.
 func (s *testStack) pins() []string {
-	return []string{"--mrtd", s.td.MRTDHex(), "--compose-hash", s.td.ComposeHashHex(), "--app-id", s.td.AppIDHex()}
+	return append(s.trust(), "--mrtd", s.td.MRTDHex(), "--compose-hash", s.td.ComposeHashHex(), "--app-id", s.td.AppIDHex())
 }
 
 // countingUpstream is a TCP echo upstream that counts connections and bytes,
@@ -123,21 +128,27 @@ func TestInspectVerify(t *testing.T) {
 	assert.Equal(t, "UpToDate", v["tcb_status"])
 	assert.Equal(t, s.Authority.FMSPC(), v["fmspc"])
 	assert.ElementsMatch(t, append(append([]string{}, inspectionKeys...), "verification"), keys(m))
+	// The test root is announced, once, with where it came from.
+	assertRootBanner(t, r.stderr, s.Authority.Root().Subject.CommonName, s.root)
 
 	// A policy the TD does not meet.
-	r = runCmd(t, s.env, "inspect", "--verify", "--cert", path, "--mrtd", hexs(make([]byte, 48)))
+	r = runCmd(t, s.env, append([]string{"inspect", "--verify", "--cert", path, "--mrtd", hexs(make([]byte, 48))}, s.trust()...)...)
 	assert.Equal(t, exitFail, r.code)
 	assert.Contains(t, r.stdout, "REJECTED")
 	assert.Contains(t, r.stderr, "MRTD not allowed")
 
-	// Without the test root, Intel's is used: the simulated quote fails.
-	env := map[string]string{envPCCS: s.PCCS.URL()}
-	r = runCmd(t, env, "inspect", "--json", "--verify", "--cert", path)
+	// Without --trusted-root, Intel's root is used even though
+	// RATLS_TRUSTED_ROOT names the test root: the simulated quote fails,
+	// and no banner claims otherwise.
+	require.Equal(t, s.root, s.env[envTrustedRoot])
+	r = runCmd(t, s.env, "inspect", "--json", "--verify", "--cert", path)
 	assert.Equal(t, exitFail, r.code)
 	assert.Contains(t, r.stderr, "quote verification failed")
+	assert.NotContains(t, r.stderr, "NOT INTEL'S ROOT")
 	// Without --verify, the policy flags are not applied.
-	r = runCmd(t, env, "inspect", "--cert", path, "--mrtd", hexs(make([]byte, 48)))
+	r = runCmd(t, s.env, "inspect", "--cert", path, "--mrtd", hexs(make([]byte, 48)))
 	assert.Equal(t, exitOK, r.code, r.stderr)
+	assert.NotContains(t, r.stderr, "NOT INTEL'S ROOT")
 }
 
 func TestInspectLiveAdversaries(t *testing.T) {
@@ -198,9 +209,16 @@ func TestFetchCollateral(t *testing.T) {
 	assert.Equal(t, true, decodeJSON(t, r.stdout)["accepted"])
 
 	// The same through the environment the simulator prints (no
-	// --collateral: fetched from the PCCS double).
-	r = runCmd(t, s.env, "verify-quote", "--json", "--quote", quotePath)
+	// --collateral: fetched from the PCCS double), and the test root
+	// passed explicitly.
+	r = runCmd(t, s.env, append([]string{"verify-quote", "--json", "--quote", quotePath}, s.trust()...)...)
 	require.Equal(t, exitOK, r.code, r.stderr+r.stdout)
+	assertRootBanner(t, r.stderr, s.Authority.Root().Subject.CommonName, s.root)
+	// The environment alone does not make the test root trusted.
+	r = runCmd(t, s.env, "verify-quote", "--json", "--quote", quotePath)
+	require.Equal(t, exitFail, r.code, r.stderr+r.stdout)
+	assert.Equal(t, false, decodeJSON(t, r.stdout)["accepted"])
+	assert.NotContains(t, r.stderr, "NOT INTEL'S ROOT")
 
 	// To stdout.
 	r = runCmd(t, s.env, "fetch-collateral", "--quote", quotePath, "-o", "-")
@@ -331,4 +349,20 @@ func writePEMFile(t *testing.T, typ string, der []byte) string {
 	p := filepath.Join(t.TempDir(), typ+".pem")
 	require.NoError(t, os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600))
 	return p
+}
+
+// assertRootBanner checks that stderr announces, on exactly one line, that
+// quotes are verified against the root named cn from the file from.
+func assertRootBanner(t *testing.T, stderr, cn, from string) {
+	t.Helper()
+	var banners []string
+	for _, line := range strings.Split(stderr, "\n") {
+		if strings.Contains(line, "NOT INTEL'S ROOT") {
+			banners = append(banners, line)
+		}
+	}
+	require.Len(t, banners, 1, stderr)
+	assert.Contains(t, banners[0], cn)
+	assert.Contains(t, banners[0], from)
+	assert.True(t, strings.HasPrefix(banners[0], "ratls "), banners[0])
 }

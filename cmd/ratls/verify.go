@@ -95,7 +95,7 @@ func (c *cli) verifyQuote(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	v, err := pf.verifier(now, c.warnLogger())
+	v, err := c.verifier(&pf, now, c.warnLogger())
 	if err != nil {
 		return err
 	}
@@ -219,7 +219,7 @@ func (c *cli) verifyCertificate(ctx context.Context, leaf *x509.Certificate, pf 
 	if err != nil {
 		return nil, err
 	}
-	v, err := pf.verifier(nil, c.warnLogger())
+	v, err := c.verifier(pf, nil, c.warnLogger())
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/teesql/ratls/dcap"
+	"github.com/teesql/ratls/ratlstest"
 	"github.com/teesql/ratls/tdx"
 )
 
@@ -49,6 +51,7 @@ func TestVerifyQuoteUpToDate(t *testing.T) {
 	assert.Equal(t, false, m["debug"])
 	assert.Len(t, m["td_attributes"], 16)
 	assert.NotNil(t, m["advisory_ids"])
+	assert.NotContains(t, r.stderr, "NOT INTEL'S ROOT")
 
 	// The same in text.
 	r = runCmd(t, nil, verifyArgs("2025-06-25T00:00:00Z")...)
@@ -144,6 +147,27 @@ func TestVerifyQuoteGarbage(t *testing.T) {
 	m := decodeJSON(t, r.stdout)
 	assert.Equal(t, false, m["accepted"])
 	assert.NotEmpty(t, m["error"])
+}
+
+// --trusted-root naming Intel's own root changes nothing and is not
+// announced; any other root is, on one line, whatever the outcome.
+func TestVerifyQuoteTrustedRootBanner(t *testing.T) {
+	t.Parallel()
+	at := "2025-06-25T00:00:00Z"
+	intel := writePEMFile(t, "CERTIFICATE", dcap.IntelRootCA().Raw)
+	r := runCmd(t, nil, verifyArgs(at, "--json", "--trusted-root", intel)...)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Equal(t, true, decodeJSON(t, r.stdout)["accepted"])
+	assert.NotContains(t, r.stderr, "NOT INTEL'S ROOT")
+
+	auth, err := ratlstest.NewAuthority(ratlstest.AuthorityOptions{Logger: quietLogger})
+	require.NoError(t, err)
+	otherPath := writePEMFile(t, "CERTIFICATE", auth.Root().Raw)
+	r = runCmd(t, nil, verifyArgs(at, "--json", "--trusted-root", otherPath)...)
+	assert.Equal(t, exitFail, r.code)
+	assert.Equal(t, false, decodeJSON(t, r.stdout)["accepted"])
+	assertRootBanner(t, r.stderr, auth.Root().Subject.CommonName, otherPath)
+	assert.True(t, strings.HasPrefix(r.stderr, "ratls verify-quote: WARNING: NOT INTEL'S ROOT"), r.stderr)
 }
 
 func TestVerifyQuoteUsage(t *testing.T) {

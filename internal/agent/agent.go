@@ -10,8 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/Dstack-TEE/dstack/sdk/go/dstack"
@@ -52,33 +54,80 @@ func DefaultSockets() []string {
 	}
 }
 
+// ProbeTimeout bounds the connection attempt Discover makes to each
+// standard socket.
+const ProbeTimeout = time.Second
+
 // Discover returns the agent endpoint: endpoint if set, else the value of
 // DSTACK_SIMULATOR_ENDPOINT (read with getenv), else the first of sockets
-// that exists and is a socket. A socket path that was named explicitly must
-// exist too. Nothing is dialled.
-func Discover(endpoint string, getenv func(string) string, sockets []string) (string, error) {
+// that is a socket accepting connections. A socket file left behind by an
+// agent that is gone refuses connections: it is skipped, so that a later
+// path with a live agent is found and "no agent" is reported as such rather
+// than as a failed request. Each probe is bounded by ctx and ProbeTimeout;
+// a socket that does not answer in time (an overloaded agent) is used.
+//
+// An explicit endpoint (argument or environment) is not dialled, since
+// there is no other to fall back to, but a socket path must exist and be a
+// socket: the first request tells whether something listens there (see
+// Unreachable).
+func Discover(ctx context.Context, endpoint string, getenv func(string) string, sockets []string) (string, error) {
 	if endpoint != "" {
-		return endpoint, checkEndpoint(endpoint, "configured endpoint")
+		return checkEndpoint(endpoint, "configured endpoint")
 	}
 	if getenv != nil {
 		if env := getenv(EnvSimulatorEndpoint); env != "" {
-			return env, checkEndpoint(env, EnvSimulatorEndpoint)
+			return checkEndpoint(env, EnvSimulatorEndpoint)
 		}
 	}
+	var stale []string
 	for _, p := range sockets {
-		if isSocket(p) {
+		if !isSocket(p) {
+			continue
+		}
+		if probe(ctx, p) {
 			return p, nil
 		}
+		stale = append(stale, p)
 	}
-	return "", &NoEndpointError{Reason: fmt.Sprintf("%s is unset and none of %s is a socket",
-		EnvSimulatorEndpoint, strings.Join(sockets, ", "))}
+	reason := fmt.Sprintf("%s is unset and none of %s is a socket", EnvSimulatorEndpoint, strings.Join(sockets, ", "))
+	if len(stale) > 0 {
+		reason = fmt.Sprintf("%s is unset and none of %s is a socket that accepts connections; %s refused them (stale socket files left by a stopped agent?)",
+			EnvSimulatorEndpoint, strings.Join(sockets, ", "), strings.Join(stale, ", "))
+	}
+	return "", &NoEndpointError{Reason: reason}
 }
 
-func checkEndpoint(endpoint, source string) error {
-	if isURL(endpoint) || isSocket(endpoint) {
-		return nil
+// probe reports whether the socket at path may have an agent behind it:
+// false only when nothing listens there.
+func probe(ctx context.Context, path string) bool {
+	d := net.Dialer{Timeout: ProbeTimeout}
+	c, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return !Unreachable(err)
 	}
-	return &NoEndpointError{Reason: fmt.Sprintf("%s %q is neither an http(s) URL nor an existing socket", source, endpoint)}
+	c.Close()
+	return true
+}
+
+// Unreachable reports whether err comes from connecting to an endpoint
+// where nothing listens: a socket path that does not exist or that no
+// process accepts on, or a TCP port that refuses connections. Other
+// failures (timeouts, permissions, HTTP errors) are not: something may be
+// there.
+func Unreachable(err error) bool {
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Op != "dial" {
+		return false
+	}
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT)
+}
+
+// checkEndpoint returns endpoint if it is a URL or an existing socket.
+func checkEndpoint(endpoint, source string) (string, error) {
+	if isURL(endpoint) || isSocket(endpoint) {
+		return endpoint, nil
+	}
+	return "", &NoEndpointError{Reason: fmt.Sprintf("%s %q is neither an http(s) URL nor an existing socket", source, endpoint)}
 }
 
 func isURL(s string) bool {

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -122,6 +124,7 @@ func TestDiscover(t *testing.T) {
 	regular := filepath.Join(dir, "file")
 	require.NoError(t, os.WriteFile(regular, nil, 0o600))
 	missing := filepath.Join(dir, "missing.sock")
+	stale := staleSocket(t, dir, "stale.sock")
 	env := func(v string) func(string) string {
 		return func(k string) string {
 			if k == EnvSimulatorEndpoint {
@@ -146,20 +149,100 @@ func TestDiscover(t *testing.T) {
 		{"env socket", "", env(sock), nil, sock, false},
 		{"env missing socket", "", env(missing), []string{sock}, "", true},
 		{"first existing socket", "", noEnv, []string{missing, regular, sock}, sock, false},
+		{"stale socket skipped", "", noEnv, []string{stale, sock}, sock, false},
+		{"only a stale socket", "", noEnv, []string{missing, stale}, "", true},
 		{"no socket", "", noEnv, []string{missing, regular}, "", true},
 		{"no sockets at all", "", nil, nil, "", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := Discover(tt.endpoint, tt.getenv, tt.sockets)
+			got, err := Discover(context.Background(), tt.endpoint, tt.getenv, tt.sockets)
 			if tt.wantErr {
 				require.ErrorIs(t, err, ErrNoEndpoint)
+				assert.Empty(t, got)
 				return
 			}
 			require.NoError(t, err)
 			assert.Equal(t, tt.want, got)
 		})
 	}
+}
+
+// staleSocket leaves a socket file in dir that nothing listens on, as an
+// agent that died without cleaning up does.
+func staleSocket(t *testing.T, dir, name string) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	l, err := net.Listen("unix", path)
+	require.NoError(t, err)
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	require.NoError(t, l.Close())
+	fi, err := os.Stat(path)
+	require.NoError(t, err)
+	require.NotZero(t, fi.Mode()&os.ModeSocket, "the stale socket file is still there")
+	return path
+}
+
+func TestDiscoverStaleSocketReason(t *testing.T) {
+	t.Parallel()
+	dir := shortTempDir(t)
+	stale := staleSocket(t, dir, "dstack.sock")
+	_, err := Discover(context.Background(), "", noEnv, []string{filepath.Join(dir, "missing.sock"), stale})
+	var ne *NoEndpointError
+	require.ErrorAs(t, err, &ne)
+	assert.Contains(t, ne.Reason, stale+" refused them")
+}
+
+// An explicit endpoint is taken as given, live or not: there is nothing
+// else to try, and the first request tells.
+func TestDiscoverExplicitStaleSocket(t *testing.T) {
+	t.Parallel()
+	stale := staleSocket(t, shortTempDir(t), "dstack.sock")
+	got, err := Discover(context.Background(), stale, noEnv, nil)
+	require.NoError(t, err)
+	assert.Equal(t, stale, got)
+
+	_, err = New(stale, 0, nil).Certificate(context.Background(), Request{})
+	require.Error(t, err)
+	assert.True(t, Unreachable(err), "a stale socket is unreachable: %v", err)
+}
+
+func TestUnreachable(t *testing.T) {
+	t.Parallel()
+	dir := shortTempDir(t)
+	// A TCP port that refuses: one that was just listened on and closed.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	deadURL := "http://" + l.Addr().String()
+	require.NoError(t, l.Close())
+
+	tests := []struct {
+		name     string
+		endpoint string
+	}{
+		{"stale socket", staleSocket(t, dir, "stale.sock")},
+		{"removed socket", filepath.Join(dir, "missing.sock")},
+		{"refused TCP port", deadURL},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := New(tt.endpoint, 0, nil).Certificate(context.Background(), Request{})
+			require.Error(t, err)
+			assert.True(t, Unreachable(err), "%v", err)
+			assert.True(t, Unreachable(fmt.Errorf("wrapped: %w", err)))
+		})
+	}
+
+	// Something is there: these are not "no agent".
+	a := startAgent(t)
+	a.handler = func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "no KMS", http.StatusInternalServerError) }
+	_, err = New(a.path, 0, nil).Certificate(context.Background(), Request{})
+	require.Error(t, err)
+	assert.False(t, Unreachable(err), "%v", err)
+	assert.False(t, Unreachable(context.DeadlineExceeded))
+	assert.False(t, Unreachable(&net.OpError{Op: "read", Err: syscall.ECONNREFUSED}))
+	assert.False(t, Unreachable(nil))
 }
 
 func TestDefaultSockets(t *testing.T) {
