@@ -14,8 +14,9 @@ import (
 // ErrMissingDstackSocket), plus, where there is one, the underlying
 // package's sentinel: ext, dcap, or the Verifier's own error. crypto/tls
 // returns a VerifyConnection error unchanged from Handshake, and drivers that
-// wrap errors with %w (pgx, database/sql, grpc) keep them matchable with
-// errors.Is. Plain network failures and the caller's own context
+// wrap errors with %w (pgx, database/sql via lib/pq) keep them matchable with
+// errors.Is. grpc-go does not: at the RPC level it flattens handshake errors
+// into status errors (see package adapters/grpc). Plain network failures and the caller's own context
 // cancellation are returned without a ratls sentinel.
 //
 // The peer only ever learns a generic TLS alert (bad_certificate); the

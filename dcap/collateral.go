@@ -14,16 +14,48 @@ import (
 // everything needed to verify quotes of one platform family offline. Its
 // fields are kept exactly as Intel signed them; nothing in a Collateral is
 // trusted until VerifyWithCollateral has checked it.
+//
+// Issuer chains are PEM text, signing certificate first, optionally
+// followed by the root; each must chain to the verifier's trusted root
+// (Intel's SGX Root CA unless Options.TrustedRoot says otherwise), and a
+// root carried in a chain must be that very root. Signed bodies are the
+// exact JSON text Intel signed: re-encoding them would break the signature.
 type Collateral struct {
-	PCKCRLIssuerChain     string `json:"pck_crl_issuer_chain"` // PEM: PCK Platform/Processor CA, root
-	RootCACRL             string `json:"root_ca_crl"`          // hex DER
-	PCKCRL                string `json:"pck_crl"`              // hex DER
-	TCBInfoIssuerChain    string `json:"tcb_info_issuer_chain"`
-	TCBInfo               string `json:"tcb_info"`           // exact signed JSON text
-	TCBInfoSignature      string `json:"tcb_info_signature"` // hex
+	// PCKCRLIssuerChain is the PEM chain of the PCK CRL's issuer: the
+	// Intel SGX PCK Platform CA (or Processor CA, whichever issued the
+	// quote's PCK certificate), then the root. From PCS's
+	// SGX-PCK-CRL-Issuer-Chain header.
+	PCKCRLIssuerChain string `json:"pck_crl_issuer_chain"`
+	// RootCACRL is the root CA's CRL, hex of its DER: it revokes the
+	// intermediate CAs and signing certificates of the other chains.
+	RootCACRL string `json:"root_ca_crl"`
+	// PCKCRL is the PCK CA's CRL, hex of its DER: it revokes PCK
+	// certificates, which quotes carry in their certification data.
+	PCKCRL string `json:"pck_crl"`
+	// TCBInfoIssuerChain is the PEM chain of the TCB info's signer: the
+	// Intel SGX TCB Signing certificate, then the root. From PCS's
+	// TCB-Info-Issuer-Chain header.
+	TCBInfoIssuerChain string `json:"tcb_info_issuer_chain"`
+	// TCBInfo is the exact signed JSON text of the "tcbInfo" value of
+	// PCS's TDX TCB info response (version 3; ParseTCBInfo reads it): the
+	// platform TCB levels of one FMSPC and their statuses.
+	TCBInfo string `json:"tcb_info"`
+	// TCBInfoSignature is the hex ECDSA P-256 signature (r || s, 64 bytes)
+	// of TCBInfo by the first certificate of TCBInfoIssuerChain.
+	TCBInfoSignature string `json:"tcb_info_signature"`
+	// QEIdentityIssuerChain is the PEM chain of the QE identity's signer
+	// (the same TCB Signing certificate, then the root). From PCS's
+	// SGX-Enclave-Identity-Issuer-Chain header.
 	QEIdentityIssuerChain string `json:"qe_identity_issuer_chain"`
-	QEIdentity            string `json:"qe_identity"`
-	QEIdentitySignature   string `json:"qe_identity_signature"`
+	// QEIdentity is the exact signed JSON text of the "enclaveIdentity"
+	// value of PCS's TDX QE identity response (id "TD_QE", version 2;
+	// ParseQEIdentity reads it): the identity the quoting enclave's report
+	// must match, and its TCB levels by ISVSVN.
+	QEIdentity string `json:"qe_identity"`
+	// QEIdentitySignature is the hex ECDSA P-256 signature (r || s, 64
+	// bytes) of QEIdentity by the first certificate of
+	// QEIdentityIssuerChain.
+	QEIdentitySignature string `json:"qe_identity_signature"`
 }
 
 // HexBytes is a byte string that JSON carries as hex (either case).
@@ -51,80 +83,132 @@ func (h HexBytes) MarshalJSON() ([]byte, error) {
 // TCBInfo is Intel's TDX TCB info, version 3: the TCB levels of one
 // platform family (FMSPC) and the TDX module identities.
 type TCBInfo struct {
-	ID                      string              `json:"id"`      // "TDX"
-	Version                 int                 `json:"version"` // 3
-	IssueDate               time.Time           `json:"issueDate"`
-	NextUpdate              time.Time           `json:"nextUpdate"`
-	FMSPC                   string              `json:"fmspc"` // hex, either case
-	PCEID                   string              `json:"pceId"` // hex
-	TCBType                 int                 `json:"tcbType"`
-	TCBEvaluationDataNumber int                 `json:"tcbEvaluationDataNumber"`
-	TDXModule               *TDXModule          `json:"tdxModule"`
-	TDXModuleIdentities     []TDXModuleIdentity `json:"tdxModuleIdentities,omitempty"`
-	TCBLevels               []TCBLevel          `json:"tcbLevels"`
+	// ID is "TDX".
+	ID string `json:"id"`
+	// Version is 3.
+	Version int `json:"version"`
+	// IssueDate is when Intel issued this TCB info.
+	IssueDate time.Time `json:"issueDate"`
+	// NextUpdate is when it expires: past it, the collateral is expired.
+	NextUpdate time.Time `json:"nextUpdate"`
+	// FMSPC is the platform family, hex in either case.
+	FMSPC string `json:"fmspc"`
+	// PCEID is the Provisioning Certification Enclave's id, hex.
+	PCEID string `json:"pceId"`
+	// TCBType says how TCB components are compared (0: SVN by SVN).
+	TCBType int `json:"tcbType"`
+	// TCBEvaluationDataNumber numbers Intel's TCB recovery events; it
+	// grows with each.
+	TCBEvaluationDataNumber int `json:"tcbEvaluationDataNumber"`
+	// TDXModule is the identity a module of major version 0
+	// (TEE_TCB_SVN[1] = 0) must have.
+	TDXModule *TDXModule `json:"tdxModule"`
+	// TDXModuleIdentities are the identities and TCB levels of modules of
+	// later major versions (TDX 1.5 and later), one per version.
+	TDXModuleIdentities []TDXModuleIdentity `json:"tdxModuleIdentities,omitempty"`
+	// TCBLevels are the platform TCB levels, newest first.
+	TCBLevels []TCBLevel `json:"tcbLevels"`
 }
 
 // TDXModule is the identity every TDX 1.0 module of the platform must have.
 type TDXModule struct {
-	MRSigner       HexBytes `json:"mrsigner"`       // 48 bytes
-	Attributes     HexBytes `json:"attributes"`     // 8 bytes
-	AttributesMask HexBytes `json:"attributesMask"` // 8 bytes
+	// MRSigner is the expected MRSIGNERSEAM of the quote: 48 bytes.
+	MRSigner HexBytes `json:"mrsigner"`
+	// Attributes is the expected SEAMATTRIBUTES under AttributesMask: 8
+	// bytes.
+	Attributes HexBytes `json:"attributes"`
+	// AttributesMask selects the SEAMATTRIBUTES bits that must match: 8
+	// bytes.
+	AttributesMask HexBytes `json:"attributesMask"`
 }
 
 // TDXModuleIdentity is the identity and TCB levels of one TDX module
 // version ("TDX_01", "TDX_03", ...), used when TEE_TCB_SVN[1] is not zero.
 type TDXModuleIdentity struct {
+	// ID names the module's major version: "TDX_" then TEE_TCB_SVN[1] as
+	// two hex digits ("TDX_03"), compared without case.
 	ID string `json:"id"`
 	TDXModule
+	// TCBLevels are the module's TCB levels by ISVSVN, newest first.
 	TCBLevels []EnclaveTCBLevel `json:"tcbLevels"`
 }
 
 // TCBLevel is one platform TCB level of a TCB info. Levels are listed
 // newest first; the first level the platform's SVNs reach applies.
 type TCBLevel struct {
+	// TCB are the minimum SVNs of the level: the PCK certificate's 16 SGX
+	// components and PCESVN, and the quote's 16 TEE_TCB_SVN components.
 	TCB struct {
 		SGXComponents []TCBComponent `json:"sgxtcbcomponents"` // 16
 		PCESVN        uint16         `json:"pcesvn"`
 		TDXComponents []TCBComponent `json:"tdxtcbcomponents"` // 16
 	} `json:"tcb"`
-	TCBDate     time.Time     `json:"tcbDate"`
-	TCBStatus   tdx.TCBStatus `json:"tcbStatus"`
-	AdvisoryIDs []string      `json:"advisoryIDs,omitempty"`
+	// TCBDate is the date of the TCB recovery the level reflects.
+	TCBDate time.Time `json:"tcbDate"`
+	// TCBStatus is the status of platforms at this level.
+	TCBStatus tdx.TCBStatus `json:"tcbStatus"`
+	// AdvisoryIDs are the Intel security advisories (INTEL-SA-...) that
+	// apply at this level.
+	AdvisoryIDs []string `json:"advisoryIDs,omitempty"`
 }
 
 // TCBComponent is one SVN of a TCB level.
 type TCBComponent struct {
-	SVN      uint8  `json:"svn"`
+	// SVN is the minimum security version number.
+	SVN uint8 `json:"svn"`
+	// Category describes the component ("BIOS", "OS/VMM", ...;
+	// informative only).
 	Category string `json:"category,omitempty"`
-	Type     string `json:"type,omitempty"`
+	// Type describes the component further (informative only).
+	Type string `json:"type,omitempty"`
 }
 
 // EnclaveTCBLevel is one TCB level of the QE identity or of a TDX module
 // identity, keyed by ISVSVN. Levels are listed newest first.
 type EnclaveTCBLevel struct {
+	// TCB is the minimum ISVSVN of the level.
 	TCB struct {
 		ISVSVN uint16 `json:"isvsvn"`
 	} `json:"tcb"`
-	TCBDate     time.Time     `json:"tcbDate"`
-	TCBStatus   tdx.TCBStatus `json:"tcbStatus"`
-	AdvisoryIDs []string      `json:"advisoryIDs,omitempty"`
+	// TCBDate is the date of the TCB recovery the level reflects.
+	TCBDate time.Time `json:"tcbDate"`
+	// TCBStatus is the status of enclaves or modules at this level.
+	TCBStatus tdx.TCBStatus `json:"tcbStatus"`
+	// AdvisoryIDs are the Intel security advisories that apply at this
+	// level.
+	AdvisoryIDs []string `json:"advisoryIDs,omitempty"`
 }
 
 // QEIdentity is Intel's identity of the TD quoting enclave (TD_QE),
 // version 2.
 type QEIdentity struct {
-	ID                      string            `json:"id"`      // "TD_QE"
-	Version                 int               `json:"version"` // 2
-	IssueDate               time.Time         `json:"issueDate"`
-	NextUpdate              time.Time         `json:"nextUpdate"`
-	TCBEvaluationDataNumber int               `json:"tcbEvaluationDataNumber"`
-	MiscSelect              HexBytes          `json:"miscselect"`     // the report's 4 bytes (little-endian)
-	MiscSelectMask          HexBytes          `json:"miscselectMask"` // 4 bytes
-	Attributes              HexBytes          `json:"attributes"`     // 16 bytes
-	AttributesMask          HexBytes          `json:"attributesMask"` // 16 bytes
-	MRSigner                HexBytes          `json:"mrsigner"`       // 32 bytes
-	ISVProdID               uint16            `json:"isvprodid"`
-	TCBLevels               []EnclaveTCBLevel `json:"tcbLevels"`
+	// ID is "TD_QE".
+	ID string `json:"id"`
+	// Version is 2.
+	Version int `json:"version"`
+	// IssueDate is when Intel issued this identity.
+	IssueDate time.Time `json:"issueDate"`
+	// NextUpdate is when it expires: past it, the collateral is expired.
+	NextUpdate time.Time `json:"nextUpdate"`
+	// TCBEvaluationDataNumber numbers Intel's TCB recovery events.
+	TCBEvaluationDataNumber int `json:"tcbEvaluationDataNumber"`
+	// MiscSelect is the expected MISCSELECT of the QE report under
+	// MiscSelectMask: 4 bytes, as the report stores them (little-endian).
+	MiscSelect HexBytes `json:"miscselect"`
+	// MiscSelectMask selects the MISCSELECT bits that must match: 4 bytes.
+	MiscSelectMask HexBytes `json:"miscselectMask"`
+	// Attributes is the expected ATTRIBUTES of the QE report under
+	// AttributesMask: 16 bytes.
+	Attributes HexBytes `json:"attributes"`
+	// AttributesMask selects the ATTRIBUTES bits that must match: 16 bytes.
+	AttributesMask HexBytes `json:"attributesMask"`
+	// MRSigner is the expected MRSIGNER of the QE report (the hash of
+	// Intel's QE signing key): 32 bytes.
+	MRSigner HexBytes `json:"mrsigner"`
+	// ISVProdID is the expected ISVPRODID of the QE report.
+	ISVProdID uint16 `json:"isvprodid"`
+	// TCBLevels are the QE's TCB levels by ISVSVN, newest first.
+	TCBLevels []EnclaveTCBLevel `json:"tcbLevels"`
 }
 
 // ParseTCBInfo parses the "tcbInfo" JSON value of Intel's TDX TCB info and

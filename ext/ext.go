@@ -9,6 +9,13 @@
 // Every parser here reads attacker-controlled bytes: inputs are size-capped,
 // every length is checked against the bytes that remain before anything is
 // allocated, every byte must be consumed, and no input makes them panic.
+//
+// The .1.9 app info extension is kept as its raw msgpack bytes
+// (Attestation.AppInfo), on purpose not decoded: nothing here needs it
+// (the app identity that policies pin comes from the RTMR3 event log), its
+// format is versioned upstream by dstack, and a decoder for it would be
+// one more parser of hostile input to maintain with nothing to show for it.
+// Its bytes are not covered by the quote: treat them as claims.
 package ext
 
 import (
@@ -114,7 +121,9 @@ type Attestation struct {
 	AppID []byte
 	// Usage is the .1.4 extension value, if present.
 	Usage string
-	// AppInfo is the raw msgpack .1.9 extension value, if present.
+	// AppInfo is the raw msgpack .1.9 extension value, if present. It is
+	// deliberately not decoded (see the package doc): no consumer needs it
+	// yet, and its format is versioned upstream. Unverified.
 	AppInfo []byte
 
 	// Envelope is the encoding the quote was read from: EnvelopeV0,

@@ -90,12 +90,6 @@ func (d *demo) section(title string) {
 func (d *demo) item(label, value string) { d.printf("   %-22s %s\n", label, value) }
 
 func (d *demo) run(ctx context.Context) error {
-	d.printf(`ratls demo: SIMULATED TEE. No Intel TDX hardware is involved: the quotes below are
-signed by a test authority created for this run, and the client trusts its root only
-because the demo tells it to. A real client trusts Intel's root and nothing else.
-`)
-
-	d.section("Simulated TEE stack")
 	// The components' own logs would drown the narrative.
 	stack, err := ratlstest.NewStack(ratlstest.StackOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
@@ -103,6 +97,12 @@ because the demo tells it to. A real client trusts Intel's root and nothing else
 	}
 	defer stack.Close()
 	d.trusting(stack.Authority.Root())
+	d.printf(`ratls demo: SIMULATED TEE. No Intel TDX hardware is involved: the quotes below are
+signed by a test authority created for this run, and the client trusts its root only
+because the demo tells it to. A real client trusts Intel's root and nothing else.
+`)
+
+	d.section("Simulated TEE stack")
 	td := stack.Agent.TD()
 	d.item("test DCAP root", stack.Authority.Root().Subject.CommonName)
 	d.item("PCCS double", stack.PCCS.URL()+" (FMSPC "+stack.Authority.FMSPC()+")")

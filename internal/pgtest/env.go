@@ -15,8 +15,13 @@ import (
 // PostgreSQL, and a client trusting it: what an application in a CVM sees of
 // a TeeSQL cluster.
 type Env struct {
-	Stack   *ratlstest.Stack
-	Client  *ratls.Client
+	// Stack is the simulated TEE: test DCAP authority, PCCS and agent
+	// doubles.
+	Stack *ratlstest.Stack
+	// Client is an attested client trusting Stack's test root, with the
+	// stack's TD pinned.
+	Client *ratls.Client
+	// Sidecar serves RA-TLS in front of the local PostgreSQL (Addr).
 	Sidecar *ratlstest.Sidecar
 }
 

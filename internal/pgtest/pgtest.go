@@ -49,7 +49,9 @@ const ScratchTable = "ratls_adapter_scratch"
 
 // Row is a row of Table.
 type Row struct {
-	ID   int32
+	// ID is the primary key.
+	ID int32
+	// Name is the row's text value.
 	Name string
 }
 
